@@ -1,0 +1,3 @@
+from cco.cli import cco_main
+
+cco_main()

@@ -1,0 +1,83 @@
+"""Operator-facing answers built from the proxy's own state: /health and the model lists."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from cco import __version__
+from cco._fast import IMPL
+from cco.errors import InvalidRequest, NotFound
+from cco.routing import display_name, model_created
+
+if TYPE_CHECKING:
+    from cco.app import App
+    from cco.protocol import HttpProtocol, Request
+
+
+def send_health(app: App, request: Request, client: HttpProtocol) -> None:
+    pools = app.pools.pools.values()
+    body = {
+        "status": "draining" if app.draining else "ok",
+        "version": __version__,
+        "impl": IMPL,
+        "uptime": time.time() - app.started,
+        "requests": app.stats.requests,
+        "upstream_retries": app.stats.retries,
+        "connections": len(client.registry),
+        "upstream_connections": sum(p.open for p in pools),
+        "upstream_idle": sum(len(p.idle) for p in pools),
+    }
+    client.send(request, 200, b"", orjson.dumps(body))
+
+
+def _query(request: Request) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(request.query.decode("latin-1")))
+
+
+def _model_info(app: App, model: str, anthropic_shape: bool) -> dict:
+    created = model_created(model, app.config.mtime)
+    if anthropic_shape:
+        return {"type": "model", "id": model, "display_name": display_name(model),
+                "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    route = app.router.match(model)
+    return {"id": model, "object": "model", "created": int(created.timestamp()),
+            "owned_by": route.provider if route else "cco"}
+
+
+def send_models(app: App, request: Request, client: HttpProtocol) -> None:
+    ids = app.router.listed_models()
+    if request.header(b"anthropic-version") is None:
+        # The OpenAI SDK's models.list() sends no anthropic-version header.
+        body = {"object": "list", "data": [_model_info(app, m, False) for m in ids]}
+        client.send(request, 200, b"", orjson.dumps(body))
+        return
+    query = _query(request)
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        raise InvalidRequest("limit: expected an integer") from None
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit: must be between 1 and 1000")
+    if "after_id" in query and query["after_id"] in ids:
+        ids = ids[ids.index(query["after_id"]) + 1:]
+        page = ids[:limit]
+    elif "before_id" in query and query["before_id"] in ids:
+        ids = ids[: ids.index(query["before_id"])]
+        page = ids[-limit:]
+    else:
+        page = ids[:limit]
+    body = {"data": [_model_info(app, m, True) for m in page], "has_more": len(ids) > len(page),
+            "first_id": page[0] if page else None, "last_id": page[-1] if page else None}
+    client.send(request, 200, b"", orjson.dumps(body))
+
+
+def send_model(app: App, request: Request, client: HttpProtocol, model: str) -> None:
+    if not model or app.router.match(model) is None:
+        raise NotFound(f"model {model!r} is not served by any route")
+    info = _model_info(app, model, request.header(b"anthropic-version") is not None)
+    client.send(request, 200, b"", orjson.dumps(info))

@@ -1,0 +1,141 @@
+"""Command line: `cco-proxy` (the proxy) and `cco` (run, config validate, config show).
+
+Every flag is also an environment variable CCO_<NAME>. Exit codes (SPEC §2): 0 ok, 2 bad usage or invalid
+config (the message names the file and the JSON path), 1 runtime failure (e.g. the port is in use).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from cco.config import ConfigError, load_config
+from cco.settings import Settings, default_data_dir
+
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
+
+
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from cco.app import version_string
+
+        click.echo(version_string())
+        ctx.exit(0)
+
+
+def proxy_options(func):
+    options = [
+        click.option("--host", envvar="CCO_HOST", default="127.0.0.1", show_default=True, help="Address to bind."),
+        click.option("--port", envvar="CCO_PORT", default=8000, show_default=True, type=click.IntRange(0, 65535),
+                     help="Port to listen on."),
+        click.option("--config-dir", envvar="CCO_CONFIG_DIR", type=click.Path(file_okay=False),
+                     help="Directory with model-routing.json, model-pricing.json, model-overrides.toml "
+                          "(files missing there come from the bundled defaults)."),
+        click.option("--data-dir", envvar="CCO_DATA_DIR", default=default_data_dir, show_default="~/.local/share/cco",
+                     type=click.Path(file_okay=False), help="Directory for the analytics database."),
+        click.option("--log-level", envvar="CCO_LOG_LEVEL", default="info", show_default=True,
+                     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)),
+        click.option("--log-format", envvar="CCO_LOG_FORMAT", default="text", show_default=True,
+                     type=click.Choice(["text", "json"])),
+        click.option("--access-log/--no-access-log", envvar="CCO_ACCESS_LOG", default=False, show_default=True,
+                     help="Log one line per request."),
+        click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+                     help="Print the version and the active implementation (compiled or pure), then exit."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run_proxy(**kwargs) -> None:
+    from cco.logs import setup_logging
+
+    settings = Settings(host=kwargs["host"], port=kwargs["port"], config_dir=kwargs["config_dir"],
+                        data_dir=kwargs["data_dir"], log_level=kwargs["log_level"].lower(),
+                        log_format=kwargs["log_format"], access_log=kwargs["access_log"])
+    try:
+        config = load_config(settings.config_dir)
+    except ConfigError as exc:
+        click.echo(f"cco-proxy: invalid config: {exc}", err=True)
+        sys.exit(2)
+    try:
+        settings.data_path().mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"cco-proxy: cannot create data directory {settings.data_dir}: {exc.strerror}", err=True)
+        sys.exit(1)
+    setup_logging(settings.log_level, settings.log_format)
+    from cco.server import PortInUse, run
+
+    try:
+        run(settings, config)
+    except PortInUse as exc:
+        click.echo(f"cco-proxy: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"cco-proxy: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
+@click.command(name="cco-proxy", context_settings={"help_option_names": ["-h", "--help"]})
+@proxy_options
+def proxy_main(**kwargs) -> None:
+    """Run the CCO proxy."""
+    _run_proxy(**kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Print the version and exit.")
+def cco_main() -> None:
+    """CCO management commands."""
+
+
+@cco_main.command(name="run")
+@proxy_options
+def run_command(**kwargs) -> None:
+    """Run the proxy (same as cco-proxy)."""
+    _run_proxy(**kwargs)
+
+
+@cco_main.group(name="config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command(name="validate")
+@click.option("--config-dir", envvar="CCO_CONFIG_DIR", type=click.Path(file_okay=False))
+def config_validate(config_dir: str | None) -> None:
+    """Validate the config directory; exit 2 with the file and JSON path of the first error."""
+    try:
+        config = load_config(config_dir)
+    except ConfigError as exc:
+        click.echo(f"invalid config: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"config OK ({config.directory}): {len(config.routes)} routes, "
+               f"{len(config.fallback_chain)} fallback chains, {len(config.pricing)} price entries")
+
+
+@config_group.command(name="show")
+@click.option("--config-dir", envvar="CCO_CONFIG_DIR", type=click.Path(file_okay=False))
+def config_show(config_dir: str | None) -> None:
+    """Print the effective configuration as JSON; secrets are masked."""
+    try:
+        config = load_config(config_dir)
+    except ConfigError as exc:
+        click.echo(f"invalid config: {exc}", err=True)
+        sys.exit(2)
+    routes = []
+    for spec in config.routes:
+        route = {f: getattr(spec, f) for f in spec.__struct_fields__}
+        route["headers"] = {k: ("***" if any(w in k.lower() for w in _SECRET_HEADER_WORDS) else v)
+                            for k, v in spec.headers.items()}
+        if spec.api_key_env:
+            route["api_key"] = "set (masked)" if os.environ.get(spec.api_key_env) else "not set: client keys forwarded"
+        routes.append(route)
+    out = {"config_dir": str(Path(config.directory)), "routes": routes, "fallback_chain": config.fallback_chain,
+           "pricing": config.pricing, "overrides": config.overrides}
+    click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())

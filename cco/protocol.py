@@ -1,0 +1,379 @@
+"""The inbound HTTP/1.1 connection: bytes in, `Request` objects out, response bytes back. No business logic.
+
+Theory of operation. httptools parses the byte stream and calls back; a completed request is appended to the
+connection's queue. One request is handled at a time, in arrival order, so pipelined requests are answered in
+order; when more than MAX_PIPELINED_REQUESTS wait, we stop reading the socket until the queue drains. Limits are
+enforced while parsing: header bytes and count (431), body size (413, checked against Content-Length before the
+body arrives), malformed HTTP (400); each of these answers in order and closes the connection, since the byte
+stream can no longer be trusted. Timeouts are checked by the server's 1 s tick (`check_timeouts`): the request
+head must be complete within `header_timeout` of its first byte (slowloris), a body must keep flowing, and an idle
+keep-alive connection is closed after `idle_timeout`. When the client goes away the running handler is
+cancelled, which cancels its upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from cco import wire
+from cco.errors import CcoError, HeadersTooLarge, InvalidRequest, RequestTooLarge, error_body
+from cco.flow_control import CLIENT_WRITE_HIGH_WATER, CLIENT_WRITE_LOW_WATER, MAX_PIPELINED_REQUESTS, FlowControl
+
+if TYPE_CHECKING:
+    from cco.server import ConnectionRegistry
+
+log = logging.getLogger("cco.protocol")
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Limits:
+    __slots__ = ("max_body_bytes", "max_header_bytes", "max_headers", "header_timeout", "body_timeout",
+                 "idle_timeout")
+
+    def __init__(self, max_body_bytes: int = 32 * 1024 * 1024, max_header_bytes: int = 64 * 1024,
+                 max_headers: int = 128, header_timeout: float = 10.0, body_timeout: float = 60.0,
+                 idle_timeout: float = 75.0) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.idle_timeout = idle_timeout
+
+
+class Request:
+    """One parsed client request. Header names are lower-case bytes, values as sent."""
+
+    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "received_at", "project",
+                 "error", "is_head")
+
+    def __init__(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+                 keep_alive: bool) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.received_at = time.perf_counter()
+        self.project: str | None = None
+        self.error: CcoError | None = None  # set when the request could not be parsed: answer it and close
+        self.is_head = method == b"HEAD"
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class _ParseAbort(Exception):
+    """Raised from a parser callback to stop parsing; carries the error to answer with."""
+
+    def __init__(self, error: CcoError) -> None:
+        self.error = error
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, handler: Any, registry: ConnectionRegistry, limits: Limits) -> None:
+        # config
+        self.handler = handler
+        self.registry = registry
+        self.limits = limits
+        self.loop = asyncio.get_running_loop()
+        # connection
+        self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request] = deque()
+        self.task: asyncio.Task | None = None
+        self.closed = False
+        self.broken = False  # the byte stream is unusable: answer what is queued, then close
+        self.requests_served = 0
+        self.opened_at = time.monotonic()
+        self.idle_since = self.opened_at
+        # request being parsed
+        self._in_request = False
+        self._headers_done = False
+        self._request_started = 0.0
+        self._last_data = 0.0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        # response being written
+        self.response_started = False
+
+    # Protocol interface
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(transport)
+        transport.set_write_buffer_limits(high=CLIENT_WRITE_HIGH_WATER, low=CLIENT_WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.registry.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.registry.discard(self)
+        if self.flow is not None:
+            self.flow.connection_lost()
+        self.queue.clear()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.broken:
+            return
+        self._last_data = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except _ParseAbort as abort:
+            self._fail(abort.error)
+        except httptools.HttpParserUpgrade:
+            self._fail(InvalidRequest("protocol upgrades are not supported"))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _ParseAbort):
+                self._fail(cause.error)
+            else:
+                log.exception("request parser callback failed")
+                self._fail(InvalidRequest("malformed HTTP request"))
+        except httptools.HttpParserError as exc:
+            self._fail(InvalidRequest(f"malformed HTTP request: {exc}"))
+
+    def pause_writing(self) -> None:
+        assert self.flow is not None
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        assert self.flow is not None
+        self.flow.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        # Half-close: answer what is queued, then close (returning None closes the transport once written).
+        if self.task is None and not self.queue:
+            return None
+        self.broken = True
+        return True
+
+    # Parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_request = True
+        self._headers_done = False
+        self._request_started = time.monotonic()
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _ParseAbort(HeadersTooLarge("request line and headers exceed the size limit"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        headers = self._headers
+        if self._header_bytes > self.limits.max_header_bytes or len(headers) >= self.limits.max_headers:
+            raise _ParseAbort(HeadersTooLarge("request headers exceed the size or count limit"))
+        headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        limit = self.limits.max_body_bytes
+        for name, value in self._headers:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise _ParseAbort(InvalidRequest("invalid content-length")) from None
+                if declared > limit:
+                    raise _ParseAbort(_too_large(limit))
+            elif name == b"expect" and value.lower() == b"100-continue":
+                assert self.transport is not None
+                self.transport.write(CONTINUE_100)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.limits.max_body_bytes:
+            raise _ParseAbort(_too_large(self.limits.max_body_bytes))
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_request = False
+        parser = self.parser
+        url = httptools.parse_url(self._url)
+        body = self._body
+        request = Request(parser.get_method(), url.path or b"/", url.query or b"", self._headers,
+                          body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive())
+        self._body = []
+        self._headers = []
+        self.queue.append(request)
+        if self.task is None:
+            self._start_next()
+        elif len(self.queue) > MAX_PIPELINED_REQUESTS:
+            assert self.flow is not None
+            self.flow.pause_reading()
+
+    # Request handling
+
+    def _fail(self, error: CcoError) -> None:
+        """The byte stream is broken: answer `error` after the queued requests, then close."""
+        self.broken = True
+        self._in_request = False
+        bad = Request(b"GET", b"/", b"", [], b"", False)
+        bad.error = error
+        self.queue.append(bad)
+        if self.task is None:
+            self._start_next()
+
+    def _start_next(self) -> None:
+        request = self.queue.popleft()
+        self.response_started = False
+        self.task = self.loop.create_task(self._run(request))
+
+    async def _run(self, request: Request) -> None:
+        try:
+            if request.error is not None:
+                err = request.error
+                self.send_error(request, err.status, err.error_type, err.message)
+            else:
+                await self.handler(request, self)
+        except asyncio.CancelledError:
+            return  # the client went away
+        except Exception:
+            log.exception("unhandled error while handling %s %s", request.method.decode(), request.path.decode())
+            if not self.response_started and not self.closed:
+                self.send_error(request, 500, "api_error", "internal proxy error")
+            elif not self.closed:
+                self.abort()
+        self._finish(request)
+
+    def _finish(self, request: Request) -> None:
+        self.task = None
+        self.requests_served += 1
+        if self.closed:
+            return
+        assert self.transport is not None and self.flow is not None
+        if not request.keep_alive or request.error is not None or self.registry.draining:
+            self.transport.close()
+            return
+        if self.queue:
+            self.flow.resume_reading() if len(self.queue) <= MAX_PIPELINED_REQUESTS else None
+            self._start_next()
+        else:
+            self.flow.resume_reading()
+            self.idle_since = time.monotonic()
+            if self.broken:
+                self.transport.close()
+
+    # Responses (called by the handler for the request being handled)
+
+    def _closing_header(self, request: Request) -> bytes:
+        if not request.keep_alive or request.error is not None or self.registry.draining:
+            request.keep_alive = False
+            return wire.CONNECTION_CLOSE
+        return b""
+
+    def send(self, request: Request, status: int, headers: bytes, body: bytes,
+             content_type: bytes = wire.CONTENT_TYPE_JSON) -> None:
+        """A whole response, head and body, in one write. `headers` is a ready header block."""
+        if self.closed:
+            return
+        assert self.transport is not None
+        self.response_started = True
+        head = b"".join((wire.status_line(status), content_type, wire.content_length(len(body)), headers,
+                         self._closing_header(request), b"\r\n"))
+        if request.is_head or status in (204, 304):
+            self.transport.write(head)
+        elif len(body) < 16384:
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
+
+    def send_error(self, request: Request, status: int, error_type: str, message: str, headers: bytes = b"",
+                   shape: str = "anthropic") -> None:
+        extra = headers + b"x-should-retry: false\r\n" if status < 500 and status != 429 else headers
+        self.send(request, status, extra, error_body(status, error_type, message, shape=shape))
+
+    def start_stream(self, request: Request, status: int, headers: bytes) -> None:
+        """Writes a response head for a chunked body; the body follows through `write_chunk`."""
+        if self.closed:
+            return
+        assert self.transport is not None
+        self.response_started = True
+        self.transport.write(b"".join((wire.status_line(status), headers, wire.CHUNKED,
+                                       self._closing_header(request), b"\r\n")))
+
+    def write_chunk(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        assert self.transport is not None
+        if len(data) < 8192:
+            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+
+    def end_stream(self) -> None:
+        if not self.closed:
+            assert self.transport is not None
+            self.transport.write(wire.CHUNK_END)
+
+    def abort(self) -> None:
+        """Drops the connection without a proper end (the response cannot be completed)."""
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+
+    async def drain(self) -> None:
+        assert self.flow is not None
+        await self.flow.drain()
+
+    # Lifecycle (called by the server)
+
+    @property
+    def idle(self) -> bool:
+        return self.task is None and not self.queue and not self._in_request
+
+    def check_timeouts(self, now: float) -> None:
+        if self.closed or self.transport is None:
+            return
+        limits = self.limits
+        if self._in_request:
+            if not self._headers_done:
+                if now - self._request_started > limits.header_timeout:
+                    self.transport.abort()
+            elif now - self._last_data > limits.body_timeout:
+                self.transport.abort()
+        elif self.task is None and not self.queue:
+            if self.requests_served == 0:
+                if now - self.opened_at > limits.header_timeout:
+                    self.transport.abort()
+            elif now - self.idle_since > limits.idle_timeout:
+                self.transport.close()
+
+    def shutdown(self) -> None:
+        """Stop accepting requests on this connection: close it now if idle, else after the current response."""
+        if self.idle and self.transport is not None:
+            self.transport.close()
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"request body exceeds the {limit // (1024 * 1024)} MB limit")

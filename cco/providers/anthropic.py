@@ -1,0 +1,142 @@
+"""Anthropic Messages API: upstream request heads, response headers, stream observation, batch URL rewriting.
+
+Pure functions over bytes; the pipeline does the I/O. The body is forwarded as the client sent it (new fields
+appear constantly and strict proxies broke on them, see reference/protocols.md §1.3).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import orjson
+
+from cco._fast import SseSplitter, parse_event
+from cco.routing import Route
+from cco.wire import HOP_BY_HOP
+
+# Never forwarded upstream besides hop-by-hop headers: the client's Accept-Encoding (we must be able to read and
+# cache what comes back, and compressed SSE has broken proxies: reference/protocols.md §2 pitfall 3) and the
+# proxy's own control headers.
+_DROP_UPSTREAM = HOP_BY_HOP | {b"accept-encoding", b"x-cco-cache", b"x-cco-project", b"x-cco-agent"}
+_CREDENTIALS = frozenset({b"x-api-key", b"authorization"})
+# Response headers we set ourselves (framing) or that describe the upstream connection.
+_DROP_DOWNSTREAM = HOP_BY_HOP
+
+
+def request_head(method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], route: Route,
+                 body_length: int) -> bytes:
+    """The upstream request line and headers, built once per client request and reused for its retries."""
+    target = route.base_path + path
+    if query:
+        target += b"?" + query
+    parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", route.origin.host_header, b"\r\n"]
+    drop = _DROP_UPSTREAM
+    listed: tuple[bytes, ...] = ()
+    proxy_key = route.api_key
+    extra_names = route.extra_header_names
+    for name, value in headers:
+        if name == b"connection":
+            # RFC 9110 §7.6.1: "a proxy … MUST parse the Connection header field … and remove any header
+            # field(s) from the message with the same name as a connection option".
+            listed += tuple(t.strip().lower() for t in value.split(b","))
+    for name, value in headers:
+        if name in drop or name in listed or name in extra_names:
+            continue
+        if proxy_key is not None and name in _CREDENTIALS:
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    if proxy_key is not None:
+        parts += (b"x-api-key: ", proxy_key, b"\r\n")
+    parts.append(route.extra_headers)
+    if body_length or method == b"POST":
+        parts.append(b"content-length: %d\r\n" % body_length)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def response_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes | None]:
+    """Upstream response headers to pass to the client, as a block, and the upstream request-id."""
+    parts = []
+    request_id = None
+    drop = _DROP_DOWNSTREAM
+    for name, value in headers:
+        if name in drop:
+            continue
+        if name == b"request-id":
+            request_id = value
+        parts += (name, b": ", value, b"\r\n")
+    return b"".join(parts), request_id
+
+
+class StreamObserver:
+    """Watches a forwarded SSE stream without touching it: usage and whether it ended with message_stop."""
+
+    __slots__ = ("splitter", "input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+                 "stop_reason", "complete", "failed")
+
+    def __init__(self) -> None:
+        self.splitter = SseSplitter()
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cache_creation_tokens = 0
+        self.cache_read_tokens = 0
+        self.stop_reason: str | None = None
+        self.complete = False
+        self.failed = False
+
+    def feed(self, data: bytes) -> None:
+        for block in self.splitter.feed(data):
+            # most events are content deltas and pings: skip them without decoding (fast path only; an
+            # unusual spelling falls through to the full parse below)
+            if block.startswith(b"event: content_block") or block.startswith(b"event: ping"):
+                continue
+            event, payload = parse_event(block)
+            if event == b"message_start" or event == b"message_delta":
+                try:
+                    obj = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue
+                if event == b"message_start":
+                    self._usage((obj.get("message") or {}).get("usage"))
+                else:
+                    self._usage(obj.get("usage"))
+                    self.stop_reason = (obj.get("delta") or {}).get("stop_reason") or self.stop_reason
+            elif event == b"message_stop":
+                self.complete = True
+            elif event == b"error":
+                self.failed = True
+
+    def _usage(self, usage: object) -> None:
+        # message_delta usage is cumulative (reference/protocols.md §1.5): overwrite, never add
+        if not isinstance(usage, dict):
+            return
+        for field, attr in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+                            ("cache_creation_input_tokens", "cache_creation_tokens"),
+                            ("cache_read_input_tokens", "cache_read_tokens")):
+            value = usage.get(field)
+            if isinstance(value, int):
+                setattr(self, attr, value)
+
+
+def rewrite_results_urls(body: bytes, base_url: str, route: Route) -> bytes:
+    """Points every `results_url` of a MessageBatch (or a page of them) at the proxy.
+
+    The SDK fetches `results_url` as given (an absolute URL on the provider): left alone, results would
+    bypass the proxy (reference/protocols.md §1.1 pitfall).
+    """
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    batches = obj.get("data") if isinstance(obj, dict) and isinstance(obj.get("data"), list) else [obj]
+    changed = False
+    base_path = route.base_path.decode()
+    for batch in batches:
+        if isinstance(batch, dict) and isinstance(batch.get("results_url"), str):
+            parts = urlsplit(batch["results_url"])
+            path = parts.path
+            if base_path and path.startswith(base_path):
+                path = path[len(base_path):]
+            batch["results_url"] = base_url + path + (f"?{parts.query}" if parts.query else "")
+            changed = True
+    return orjson.dumps(obj) if changed else body

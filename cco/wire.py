@@ -1,0 +1,54 @@
+"""HTTP/1.1 bytes built once: status lines, fixed header blocks, chunked framing (bytes → bytes, no I/O)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_REASONS[529] = "Site Overloaded"
+_REASONS[499] = "Client Closed Request"
+
+
+def _status_line(code: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (code, _REASONS.get(code, "Unknown").encode())
+
+
+STATUS_LINES: dict[int, bytes] = {code: _status_line(code) for code in list(_REASONS) + list(range(100, 600))}
+
+CONTENT_TYPE_JSON = b"content-type: application/json\r\n"
+CONTENT_TYPE_SSE = b"content-type: text/event-stream\r\n"
+CHUNKED = b"transfer-encoding: chunked\r\n"
+CONNECTION_CLOSE = b"connection: close\r\n"
+SSE_EXTRA = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
+CHUNK_END = b"0\r\n\r\n"
+
+# Headers that describe one connection (RFC 9110 §7.6.1) or the framing we redo ourselves; never forwarded.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+    b"te", b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"host",
+})
+
+
+def status_line(code: int) -> bytes:
+    line = STATUS_LINES.get(code)
+    return line if line is not None else _status_line(code)
+
+
+def header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body; never call with empty data (that is the terminator)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def content_length(n: int) -> bytes:
+    return b"content-length: %d\r\n" % n
+
+
+def simple_response(code: int, body: bytes, extra: bytes = b"", content_type: bytes = CONTENT_TYPE_JSON,
+                    close: bool = False) -> bytes:
+    """A whole response in one buffer: status line, headers, body."""
+    return b"".join((status_line(code), content_type, content_length(len(body)), extra,
+                     CONNECTION_CLOSE if close else b"", b"\r\n", body))
