@@ -155,7 +155,8 @@ async def watchdog(load: Load) -> None:
 def percentile(sorted_ns: list[int], p: float) -> float:
     if not sorted_ns:
         return 0.0
-    k = min(len(sorted_ns) - 1, max(0, int(round(p / 100 * len(sorted_ns))) - 1))
+    n = len(sorted_ns)  # nearest-rank percentile
+    k = min(n - 1, max(0, int(round(p / 100 * n)) - 1))
     return sorted_ns[k] / 1e6
 
 

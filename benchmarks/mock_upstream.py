@@ -58,8 +58,9 @@ def _sse_events() -> list[bytes]:
         "id": MSG_ID, "type": "message", "role": "assistant", "model": MODEL,
         "content": [], "stop_reason": None, "stop_sequence": None,
         "usage": dict(USAGE, output_tokens=1)}}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}})]
+        ("content_block_start", {
+            "type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}})]
     words = TEXT.split(" ")
     for i in range(10):  # exactly 10 non-empty text deltas
         piece = " ".join(words[len(words) * i // 10:len(words) * (i + 1) // 10])

@@ -12,14 +12,12 @@ benchmarks/README.md for what the rows and columns mean.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import payloads  # noqa: E402
 import wrkrun  # noqa: E402
+from procutil import (Procs, free_port, http_request, peak_rss_mb,  # noqa
+                      resolve_cmd, tail, tree_cpu_seconds, tree_pids,
+                      wait_ready)
 
 HEADERS = ["content-type: application/json", "x-api-key: sk-bench",
            "anthropic-version: 2023-06-01"]
@@ -47,139 +48,6 @@ ROWS = {
     "hit-1k": ("proxy", "1k", False, "direct-1k"),
     "hit-100k": ("proxy", "100k", False, "direct-100k"),
 }
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# --------------------------------------------------------------------------
-# Processes
-# --------------------------------------------------------------------------
-class Procs:
-    """Every process we start, each in its own session/process group, so it
-    (and e.g. proxy workers) can be stopped by id even on error or Ctrl-C."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, cmd, cpu, **kw) -> subprocess.Popen:
-        pre = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None \
-            else None
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        p = subprocess.Popen(cmd, start_new_session=True, preexec_fn=pre,
-                             env=env, **kw)
-        self.procs.append(p)
-        return p
-
-    def stop_all(self, grace: float = 10.0) -> None:
-        live = [p for p in self.procs if p.poll() is None]
-        for p in live:
-            _killpg(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for p in live:
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        self.procs = []
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_request(port, method, path, body=None, headers=(), timeout=10.0):
-    """One loopback request -> (status, lowercased headers, body)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        c.request(method, path, body=body,
-                  headers=dict(h.split(": ", 1) for h in headers))
-        r = c.getresponse()
-        data = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-    finally:
-        c.close()
-
-
-def tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-def wait_ready(name, proc, port, path, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {proc.returncode}:"
-                               f"\n{tail(log)}")
-        try:
-            if http_request(port, "GET", path, timeout=1.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{name} not ready after {timeout:.0f}s "
-                       f"(GET {path}):\n{tail(log)}")
-
-
-# --------------------------------------------------------------------------
-# /proc accounting
-# --------------------------------------------------------------------------
-def _stat(pid: int):
-    """-> (ppid, own utime+stime ticks, reaped children's ticks)"""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[1]), int(rest[11]) + int(rest[12]), \
-        int(rest[13]) + int(rest[14])
-
-
-def tree_pids(root: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                kids.setdefault(_stat(int(d))[0], []).append(int(d))
-            except (OSError, IndexError, ValueError):
-                pass
-    out, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(kids.get(pid, ()))
-    return out
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time of a process, its live descendants and its reaped children."""
-    ticks = 0
-    for pid in tree_pids(root):
-        try:
-            _, own, reaped = _stat(pid)
-            ticks += own + reaped
-        except (OSError, IndexError, ValueError):
-            pass
-    return ticks / CLK_TCK
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 # --------------------------------------------------------------------------
@@ -202,10 +70,11 @@ class Bench:
     def start_mock(self) -> None:
         self.mock_port = free_port()
         log = self.tmp / "mock.log"
-        self.mock = self.procs.start(
-            [sys.executable, str(HERE / "mock_upstream.py"),
-             "--port", str(self.mock_port)], self.load_cpu,
-            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        with log.open("wb") as f:
+            self.mock = self.procs.start(
+                [sys.executable, str(HERE / "mock_upstream.py"),
+                 "--port", str(self.mock_port)], self.load_cpu,
+                stdout=f, stderr=subprocess.STDOUT)
         wait_ready("mock upstream", self.mock, self.mock_port,
                    "/__mock_status", log, 15)
 
@@ -229,23 +98,23 @@ class Bench:
             "--log-level", "warning"]
         print("proxy:", shlex.join(cmd))
         self.proxy_log = self.tmp / "proxy.log"
-        self.proxy = self.procs.start(cmd, self.proxy_cpu,
-                                      stdout=self.proxy_log.open("wb"),
-                                      stderr=subprocess.STDOUT)
+        with self.proxy_log.open("wb") as f:
+            self.proxy = self.procs.start(cmd, self.proxy_cpu, stdout=f,
+                                          stderr=subprocess.STDOUT)
         wait_ready("proxy", self.proxy, self.proxy_port, "/health",
                    self.proxy_log, self.args.startup_timeout)
 
     def mock_requests(self) -> int:
-        return json.loads(http_request(self.mock_port, "GET", "/__mock_status")[2])[
-            "requests"]
+        status = http_request(self.mock_port, "GET", "/__mock_status")
+        return json.loads(status[2])["requests"]
 
     def probe_cache_hit(self, payload: str) -> str | None:
         """None if a repeated identical request is answered with
         `x-cco-cache: hit`, else a note saying why not."""
         body = self.bodies[payload].read_bytes()
         for attempt in range(4):
-            status, hdrs, _ = http_request(self.proxy_port, "POST", PATH, body,
-                                   HEADERS)
+            status, hdrs, _ = http_request(self.proxy_port, "POST", PATH,
+                                           body, HEADERS)
             if status != 200:
                 return f"probe request got HTTP {status}"
             if attempt and hdrs.get("x-cco-cache", "").lower() == "hit":
@@ -294,7 +163,9 @@ class Bench:
             self.mock.pid)
         up1 = self.mock_requests()
         if server.poll() is not None:
-            raise RuntimeError(f"{target} process died during {name}")
+            log = self.tmp / ("mock.log" if target == "direct" else "proxy.log")
+            raise RuntimeError(f"{target} process died during {name} (exit "
+                               f"{server.returncode}):\n{tail(log)}")
         n = max(1, res["requests"])
         out = {
             "row": name, "target": target, "payload": payload,
@@ -315,20 +186,6 @@ class Bench:
             out["proxy_tree_peak_rss_mb"] = round(sum(
                 peak_rss_mb(p) or 0 for p in tree_pids(server.pid)), 1)
         return out
-
-
-def resolve_cmd(s: str) -> list[str]:
-    cmd = shlex.split(s)
-    if cmd[0] in ("python", "python3"):
-        cmd[0] = sys.executable  # the venv running this harness
-    elif not shutil.which(cmd[0]):
-        near = Path(sys.executable).parent / cmd[0]
-        if not near.exists():
-            raise SystemExit(f"{cmd[0]!r} not found: install the project "
-                             "(pip install -e .), pass --proxy-cmd, or use "
-                             "--direct-only")
-        cmd[0] = str(near)
-    return cmd
 
 
 # --------------------------------------------------------------------------
@@ -357,7 +214,8 @@ def table(rows: list[dict]) -> str:
             r["row"], f"{r['rps']:,.0f}", lat["p50"], lat["p90"], lat["p99"],
             r["errors"], r["non_2xx"], r["upstream_requests"],
             r["server_cpu_us_per_req"], r["proxy_peak_rss_mb"] or "–",
-            v.get("rps", "–"), v.get("p50", "–"), v.get("p99", "–"))) + " |")
+            v.get("rps", "–"), v.get("p50", "–"),
+            v.get("p99", "–"))) + " |")
     return "\n".join(lines)
 
 

@@ -43,6 +43,12 @@ def proxy_options(func):
                      type=click.Choice(["text", "json"])),
         click.option("--access-log/--no-access-log", envvar="CCO_ACCESS_LOG", default=False, show_default=True,
                      help="Log one line per request."),
+        click.option("--header-timeout", envvar="CCO_HEADER_TIMEOUT", default=10.0, show_default=True,
+                     type=click.FloatRange(min=0.1), help="Seconds a client has to send a request head."),
+        click.option("--idle-timeout", envvar="CCO_IDLE_TIMEOUT", default=75.0, show_default=True,
+                     type=click.FloatRange(min=0.1), help="Seconds an idle keep-alive connection stays open."),
+        click.option("--drain-timeout", envvar="CCO_DRAIN_TIMEOUT", default=10.0, show_default=True,
+                     type=click.FloatRange(min=0), help="Seconds in-flight requests get to finish on shutdown."),
         click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
                      help="Print the version and the active implementation (compiled or pure), then exit."),
     ]
@@ -56,7 +62,9 @@ def _run_proxy(**kwargs) -> None:
 
     settings = Settings(host=kwargs["host"], port=kwargs["port"], config_dir=kwargs["config_dir"],
                         data_dir=kwargs["data_dir"], log_level=kwargs["log_level"].lower(),
-                        log_format=kwargs["log_format"], access_log=kwargs["access_log"])
+                        log_format=kwargs["log_format"], access_log=kwargs["access_log"],
+                        header_timeout=kwargs["header_timeout"], idle_timeout=kwargs["idle_timeout"],
+                        drain_timeout=kwargs["drain_timeout"])
     try:
         config = load_config(settings.config_dir)
     except ConfigError as exc:

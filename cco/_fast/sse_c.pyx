@@ -2,7 +2,7 @@
 """Server-sent events splitter, compiled (twin of sse_py.py; same behaviour, same tests).
 
 The common case (LF-only streams, as Anthropic and OpenAI send) is a memchr-driven scan over the joined buffer;
-CR-bearing input is normalised first, exactly as the pure twin does.
+CR-bearing input is normalised first, exactly as the pure twin does (see its docstring for the rules).
 """
 cimport cython
 from libc.string cimport memchr
@@ -11,30 +11,35 @@ from libc.string cimport memchr
 @cython.final
 cdef class SseSplitter:
     cdef bytes _buf
+    cdef bint _after_cr
 
     def __cinit__(self):
         self._buf = b""
+        self._after_cr = False
 
     cpdef list feed(self, bytes data):
         cdef bytes buf
-        cdef bytes held = b""
         cdef list events = []
         cdef const char* p
         cdef const char* hit
         cdef Py_ssize_t n, start = 0, pos, end
+        n = len(data)
+        if self._after_cr and n and (<const char*>data)[0] == 10:
+            data = data[1:]
+            n -= 1
+        if n:
+            p = data
+            if memchr(p, 13, n) != NULL:
+                self._after_cr = p[n - 1] == 13
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            else:
+                self._after_cr = False
         if self._buf:
             buf = self._buf + data
         else:
             buf = data
         n = len(buf)
         p = buf
-        if memchr(p, 13, n) != NULL:
-            if p[n - 1] == 13:
-                buf = buf[:n - 1]
-                held = b"\r"
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            n = len(buf)
-            p = buf
         pos = 0
         while pos < n:
             hit = <const char*>memchr(p + pos, 10, n - pos)
@@ -53,9 +58,9 @@ cdef class SseSplitter:
             else:
                 pos = end + 1
         if start:
-            self._buf = buf[start:] + held
+            self._buf = buf[start:]
         else:
-            self._buf = buf + held
+            self._buf = buf
         return events
 
     @property

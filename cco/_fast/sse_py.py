@@ -3,26 +3,28 @@
 Theory of operation: upstream bytes arrive in arbitrary chunks. `SseSplitter.feed` returns every event block
 completed by the new bytes, with line endings normalised to "\\n" and without the terminating blank line; the
 rest is kept for the next call. Per the WHATWG SSE grammar a line ends in CRLF, LF or a lone CR, and an event ends
-at an empty line. A CR at the very end of a chunk is held back, because the next chunk may start with its LF.
+at an empty line. A CR ends its line at once; when a chunk ends in CR, an LF opening the next chunk is its pair
+and is dropped.
 The forwarded bytes are never touched: the splitter only observes the stream (usage, completeness, caching).
 """
 
 
 class SseSplitter:
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_after_cr")
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = b""  # normalised bytes of the event in progress
+        self._after_cr = False
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._after_cr and data[:1] == b"\n":
+            data = data[1:]
+        if b"\r" in data:
+            self._after_cr = data.endswith(b"\r")
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        elif data:
+            self._after_cr = False
         buf = self._buf + data if self._buf else data
-        if b"\r" in buf:
-            held = b""
-            if buf.endswith(b"\r"):
-                buf, held = buf[:-1], b"\r"
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        else:
-            held = b""
         events = []
         start = 0
         find = buf.find
@@ -36,7 +38,7 @@ class SseSplitter:
             # further blank lines between events are not events
             while start < len(buf) and buf[start] == 10:
                 start += 1
-        self._buf = buf[start:] + held if start else buf + held
+        self._buf = buf[start:] if start else buf
         return events
 
     @property
