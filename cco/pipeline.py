@@ -55,7 +55,7 @@ class Outcome:
 
 class ForwardExchange(Exchange):
     __slots__ = ("client", "request", "stream_through", "outcome", "done", "loop", "observer", "cco_headers",
-                 "overhead_ms")
+                 "overhead_ms", "pending_head", "pending")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, client: HttpProtocol, request: Request, route: Route,
                  stream_through: bool, cco_headers: bytes) -> None:
@@ -69,6 +69,9 @@ class ForwardExchange(Exchange):
         self.observer: anthropic.StreamObserver | None = None
         self.cco_headers = cco_headers
         self.overhead_ms = 0.0  # time spent in the proxy before this attempt was sent
+        # committed stream bytes gathered during one upstream read, written at its end (on_read_end)
+        self.pending_head = b""
+        self.pending: list[bytes] = []
 
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         outcome = self.outcome
@@ -80,29 +83,40 @@ class ForwardExchange(Exchange):
             extra = b"x-cco-overhead-ms: %.3f\r\n" % self.overhead_ms
             if request_id is None:
                 extra += b"request-id: " + new_request_id() + b"\r\n"
-            self.client.start_stream(self.request, status, block + self.cco_headers + extra)
+            self.pending_head = self.client.stream_head(self.request, status, block + self.cco_headers + extra)
             for name, value in headers:
                 if name == b"content-type" and value.startswith(b"text/event-stream"):
                     self.observer = anthropic.StreamObserver()
                     break
 
     def on_body(self, data: bytes) -> None:
-        outcome = self.outcome
-        if outcome.committed:
-            client = self.client
-            client.write_chunk(data)
-            if self.observer is not None:
-                self.observer.feed(data)
-            flow = client.flow
+        if self.outcome.committed:
+            self.pending.append(data)
+        else:
+            self.outcome.chunks.append(data)
+
+    def on_read_end(self) -> None:
+        if self.outcome.committed:
+            self._flush(end=False)
+            flow = self.client.flow
             if flow is not None and flow.write_paused and self.conn is not None:
                 self.conn.pause_reading()
                 flow.on_resume(self.conn.resume_reading)
-        else:
-            outcome.chunks.append(data)
+
+    def _flush(self, end: bool, tail: bytes = b"") -> None:
+        pending = self.pending
+        if tail:
+            pending.append(tail)
+        if self.observer is not None and pending:
+            self.observer.feed(pending[0] if len(pending) == 1 else b"".join(pending))
+        if pending or self.pending_head or end:
+            self.client.write_stream(self.pending_head, pending, end)
+            self.pending_head = b""
+            self.pending = []
 
     def on_complete(self) -> None:
         if self.outcome.committed:
-            self.client.end_stream()
+            self._flush(end=True)
             self._release_flow()
         if not self.done.done():
             self.done.set_result(None)
@@ -113,9 +127,9 @@ class ForwardExchange(Exchange):
         if outcome.committed:
             # The client already has a 200: the only way left to say it failed is an SSE error event.
             if self.observer is not None:
-                self.client.write_chunk(sse_error_event("api_error", exc.message))
-                self.client.end_stream()
+                self._flush(end=True, tail=sse_error_event("api_error", exc.message))
             else:
+                self._flush(end=False)
                 self.client.abort()  # not SSE: a truncated chunked body tells the client it is incomplete
             self._release_flow()
         if not self.done.done():

@@ -220,9 +220,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_request = False
         parser = self.parser
-        url = httptools.parse_url(self._url)
+        path, query = _split_target(self._url)
         body = self._body
-        request = Request(parser.get_method(), url.path or b"/", url.query or b"", self._headers,
+        request = Request(parser.get_method(), path, query, self._headers,
                           body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive())
         self._body = []
         self._headers = []
@@ -314,28 +314,46 @@ class HttpProtocol(asyncio.Protocol):
         extra = headers + b"x-should-retry: false\r\n" if status < 500 and status != 429 else headers
         self.send(request, status, extra, error_body(status, error_type, message, shape=shape))
 
-    def start_stream(self, request: Request, status: int, headers: bytes) -> None:
-        """Writes a response head for a chunked body; the body follows through `write_chunk`."""
+    def stream_head(self, request: Request, status: int, headers: bytes) -> bytes:
+        """The head of a response with a chunked body, to be written by `write_stream`."""
+        self.response_started = True
+        return b"".join((wire.status_line(status), headers, wire.CHUNKED, self._closing_header(request), b"\r\n"))
+
+    def write_stream(self, head: bytes, parts: list[bytes], end: bool = False) -> None:
+        """One write for everything a stream has ready: an unsent head, the data as one chunk, the terminator.
+
+        Upstream reads often carry many SSE events (and many upstream chunks); writing them per event would cost
+        a syscall each, so they are framed as one chunk per read — the bytes are the same, only the chunk
+        boundaries (transport framing) differ.
+        """
         if self.closed:
             return
         assert self.transport is not None
-        self.response_started = True
-        self.transport.write(b"".join((wire.status_line(status), headers, wire.CHUNKED,
-                                       self._closing_header(request), b"\r\n")))
+        size = 0
+        for part in parts:
+            size += len(part)
+        if size:
+            if size < 16384:
+                out = [head, b"%x\r\n" % size, *parts, b"\r\n"]
+                if end:
+                    out.append(wire.CHUNK_END)
+                self.transport.write(b"".join(out))
+            else:
+                self.transport.writelines([head, b"%x\r\n" % size, *parts,
+                                           b"\r\n" + wire.CHUNK_END if end else b"\r\n"])
+        elif head or end:
+            self.transport.write(head + wire.CHUNK_END if end else head)
+
+    def start_stream(self, request: Request, status: int, headers: bytes) -> None:
+        """Writes a response head for a chunked body; the body follows through `write_chunk`."""
+        self.write_stream(self.stream_head(request, status, headers), [])
 
     def write_chunk(self, data: bytes) -> None:
-        if self.closed or not data:
-            return
-        assert self.transport is not None
-        if len(data) < 8192:
-            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        if data:
+            self.write_stream(b"", [data])
 
     def end_stream(self) -> None:
-        if not self.closed:
-            assert self.transport is not None
-            self.transport.write(wire.CHUNK_END)
+        self.write_stream(b"", [], end=True)
 
     def abort(self) -> None:
         """Drops the connection without a proper end (the response cannot be completed)."""
@@ -373,6 +391,24 @@ class HttpProtocol(asyncio.Protocol):
         """Stop accepting requests on this connection: close it now if idle, else after the current response."""
         if self.idle and self.transport is not None:
             self.transport.close()
+
+
+def _split_target(target: bytes) -> tuple[bytes, bytes]:
+    """(path, query) of a request target; origin-form is split by hand (parse_url costs more than the rest)."""
+    if target[:1] != b"/":
+        try:
+            url = httptools.parse_url(target)  # absolute-form, from clients that treat us as a forward proxy
+        except httptools.HttpParserInvalidURLError:
+            return target, b""
+        return url.path or b"/", url.query or b""
+    path, _, query = target.partition(b"?")
+    hash_at = query.find(b"#") if query else path.find(b"#")
+    if hash_at >= 0:
+        if query:
+            query = query[:hash_at]
+        else:
+            path = path[:hash_at]
+    return path, query
 
 
 def _too_large(limit: int) -> RequestTooLarge:

@@ -13,7 +13,7 @@ import anthropic
 
 assert anthropic.__version__.startswith("0."), f"expected the old 0.x SDK, got {anthropic.__version__}"
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 TOOLS = [{"name": "bash", "description": "Run a shell command",
           "input_schema": {"type": "object", "properties": {"command": {"type": "string"},
                                                             "timeout": {"type": "integer"}}}}]

@@ -21,7 +21,7 @@ import pytest
 from tests.mock_anthropic import TOOL_INPUT
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"  # claude-sonnet-4-5 makes the SDK emit a DeprecationWarning (an error here)
 DEFAULT_MODEL_IDS = {"claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"}
 MOCK_STREAM_EVENTS = ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta",
                       "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
@@ -150,8 +150,8 @@ def test_models_list_and_retrieve(client, mock):
     for m in models:
         assert m.type == "model"
         assert m.display_name
-    one = client.models.retrieve(MODEL)
-    assert one.id == MODEL and one.type == "model" and one.display_name
+    one = client.models.retrieve("claude-sonnet-4-5")
+    assert one.id == "claude-sonnet-4-5" and one.type == "model" and one.display_name
     with pytest.raises(anthropic.NotFoundError) as exc:
         client.models.retrieve("mistral-nowhere")
     assert exc.value.status_code == 404

@@ -44,6 +44,9 @@ class Exchange:
 
     def on_error(self, exc: UpstreamError) -> None: ...
 
+    def on_read_end(self) -> None:
+        """Called after every upstream read that reached this exchange: the moment to flush what it gathered."""
+
     # read timeout: one timer per exchange, re-armed lazily from last_activity instead of on every chunk
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         self.last_activity = loop.time()
@@ -105,6 +108,8 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.last_activity = self.loop.time()
         try:
             self.parser.feed_data(data)
+            if self.exchange is exchange:
+                exchange.on_read_end()
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__ or exc
             self.fail(UpstreamProtocolError(exchange.provider, f"response handling failed: {cause!r}"))
