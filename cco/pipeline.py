@@ -183,8 +183,14 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
     """Sends `request` (with `body`) to `route` at `path` and answers the client with the result."""
     loop = app.loop
     head = anthropic.request_head(request.method, path, request.query, request.headers, route, len(body))
-    pool = app.pools.get(route.origin, route.max_connections)
-    cco_headers = b"x-cco-provider: " + route.provider_bytes + b"\r\nx-cco-model: " + model.encode() + b"\r\n"
+    pool = route.pool
+    if pool is None:
+        pool = route.pool = app.pools.get(route.origin, route.max_connections)
+    cco_headers = route.cco_headers.get(model)
+    if cco_headers is None:
+        cco_headers = b"x-cco-provider: " + route.provider_bytes + b"\r\nx-cco-model: " + model.encode() + b"\r\n"
+        if len(route.cco_headers) < 1024:
+            route.cco_headers[model] = cco_headers
     upstream_seconds = 0.0
     attempt = 0
     while True:

@@ -7,7 +7,7 @@ import re
 from datetime import datetime, timezone
 
 from cco.config import DEFAULT_ENDPOINTS, PROVIDERS, Config, RouteSpec
-from cco.upstream.pool import Origin
+from cco.upstream.pool import Origin, Pool
 
 
 class Route:
@@ -15,7 +15,7 @@ class Route:
 
     __slots__ = ("index", "pattern", "regex", "provider", "origin", "base_path", "api_key", "timeout",
                  "connect_timeout", "max_retries", "strip_prefix", "extra_headers", "extra_header_names",
-                 "max_connections", "provider_bytes")
+                 "max_connections", "provider_bytes", "pool", "cco_headers")
 
     def __init__(self, index: int, spec: RouteSpec) -> None:
         self.index = index
@@ -36,6 +36,8 @@ class Route:
                                       for k, v in spec.headers.items())
         self.extra_header_names = frozenset(k.lower().encode() for k in spec.headers)
         self.max_connections = spec.max_connections
+        self.pool: Pool | None = None  # set on first use by the pipeline
+        self.cco_headers: dict[str, bytes] = {}  # model → the x-cco-provider/x-cco-model header lines
 
     def __repr__(self) -> str:
         return f"<Route {self.pattern!r} → {self.provider} {self.origin.display}>"

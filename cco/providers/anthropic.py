@@ -31,20 +31,23 @@ def request_head(method: bytes, path: bytes, query: bytes, headers: list[tuple[b
         target += b"?" + query
     parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", route.origin.host_header, b"\r\n"]
     drop = _DROP_UPSTREAM
-    listed: tuple[bytes, ...] = ()
     proxy_key = route.api_key
     extra_names = route.extra_header_names
+    connection_options: list[bytes] | None = None
     for name, value in headers:
-        if name == b"connection":
-            # RFC 9110 §7.6.1: "a proxy … MUST parse the Connection header field … and remove any header
-            # field(s) from the message with the same name as a connection option".
-            listed += tuple(t.strip().lower() for t in value.split(b","))
-    for name, value in headers:
-        if name in drop or name in listed or name in extra_names:
+        if name in drop or name in extra_names:
+            if name == b"connection":
+                connection_options = [t.strip().lower() for t in value.split(b",")]
             continue
         if proxy_key is not None and name in _CREDENTIALS:
             continue
         parts += (name, b": ", value, b"\r\n")
+    if connection_options and any(o not in (b"keep-alive", b"close", b"") for o in connection_options):
+        # RFC 9110 §7.6.1: "a proxy … MUST parse the Connection header field … and remove any header field(s)
+        # from the message with the same name as a connection option" (rare: rebuilt without them).
+        listed = frozenset(connection_options) | {b"connection"}
+        return request_head(method, path, query, [(n, v) for n, v in headers if n not in listed], route,
+                            body_length)
     if proxy_key is not None:
         parts += (b"x-api-key: ", proxy_key, b"\r\n")
     parts.append(route.extra_headers)
