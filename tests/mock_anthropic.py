@@ -91,8 +91,9 @@ def _sse(name: str, data: dict) -> bytes:
 
 
 class MockAnthropic:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, ssl_context=None):
         self.host, self.port = host, port
+        self.ssl_context = ssl_context  # serve HTTPS with this server-side context
         self.url = ""
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -115,9 +116,10 @@ class MockAnthropic:
             asyncio.set_event_loop(loop)
             try:
                 self._server = loop.run_until_complete(asyncio.start_server(
-                    self._handle_conn, self.host, self.port, limit=1 << 20))
+                    self._handle_conn, self.host, self.port, limit=1 << 20, ssl=self.ssl_context))
                 self.port = self._server.sockets[0].getsockname()[1]
-                self.url = f"http://127.0.0.1:{self.port}"
+                scheme = "https" if self.ssl_context is not None else "http"
+                self.url = f"{scheme}://127.0.0.1:{self.port}"
             except Exception as e:  # e.g. port in use
                 errors.append(e)
                 ready.set()

@@ -9,6 +9,7 @@ a clean response; `forget` is called when one closes, which frees its slot for a
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import deque
 from urllib.parse import urlsplit
@@ -24,14 +25,19 @@ _ssl_context: ssl.SSLContext | None = None
 
 
 def client_ssl_context() -> ssl.SSLContext:
+    """Verifying TLS context: certifi's CA bundle, or the system store when SSL_CERT_FILE/SSL_CERT_DIR name one
+    (the OpenSSL convention, e.g. a corporate CA) or certifi is missing."""
     global _ssl_context
     if _ssl_context is None:
-        try:
-            import certifi
-
-            _ssl_context = ssl.create_default_context(cafile=certifi.where())
-        except ImportError:
+        if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
             _ssl_context = ssl.create_default_context()
+        else:
+            try:
+                import certifi
+
+                _ssl_context = ssl.create_default_context(cafile=certifi.where())
+            except ImportError:
+                _ssl_context = ssl.create_default_context()
     return _ssl_context
 
 
