@@ -133,7 +133,10 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes):
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid request body: {str(exc).replace('`', '')}") from None
     except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"invalid JSON body: {exc}") from None
+        message = str(exc)
+        if "truncated" in message:  # msgspec gives no position for a body that ends early: it is the end
+            message += f" (byte {len(body)})" if body else " (empty body)"
+        raise InvalidRequest(f"invalid JSON body: {message}") from None
 
 
 def _strip_model(body: bytes, route: Route, model: str) -> bytes:

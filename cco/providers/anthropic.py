@@ -16,8 +16,8 @@ from cco.wire import HOP_BY_HOP
 
 # Never forwarded upstream besides hop-by-hop headers: the client's Accept-Encoding (we must be able to read and
 # cache what comes back, and compressed SSE has broken proxies: reference/protocols.md §2 pitfall 3) and the
-# proxy's own control headers.
-_DROP_UPSTREAM = HOP_BY_HOP | {b"accept-encoding", b"x-cco-cache", b"x-cco-project", b"x-cco-agent"}
+# proxy's own control headers (every `x-cco-*`).
+_DROP_UPSTREAM = HOP_BY_HOP | {b"accept-encoding"}
 _CREDENTIALS = frozenset({b"x-api-key", b"authorization"})
 # Response headers we set ourselves (framing) or that describe the upstream connection.
 _DROP_DOWNSTREAM = HOP_BY_HOP
@@ -35,7 +35,7 @@ def request_head(method: bytes, path: bytes, query: bytes, headers: list[tuple[b
     extra_names = route.extra_header_names
     connection_options: list[bytes] | None = None
     for name, value in headers:
-        if name in drop or name in extra_names:
+        if name in drop or name in extra_names or name.startswith(b"x-cco-"):
             if name == b"connection":
                 connection_options = [t.strip().lower() for t in value.split(b",")]
             continue
