@@ -83,11 +83,12 @@ class ForwardExchange(Exchange):
             extra = b"x-cco-overhead-ms: %.3f\r\n" % self.overhead_ms
             if request_id is None:
                 extra += b"request-id: " + new_request_id() + b"\r\n"
-            self.pending_head = self.client.stream_head(self.request, status, block + self.cco_headers + extra)
             for name, value in headers:
                 if name == b"content-type" and value.startswith(b"text/event-stream"):
                     self.observer = anthropic.StreamObserver()
+                    extra += wire.NO_BUFFERING  # tell buffering reverse proxies in front of us to flush per event
                     break
+            self.pending_head = self.client.stream_head(self.request, status, block + self.cco_headers + extra)
 
     def on_body(self, data: bytes) -> None:
         if self.outcome.committed:
@@ -202,8 +203,7 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
         outcome = exchange.outcome
         if outcome.committed:
             app.stats.count(outcome.status)
-            await client.drain()
-            return
+            break
         retryable = outcome.error is not None or outcome.status in RETRYABLE_STATUS
         if retryable and attempt < route.max_retries:
             delay = retry_delay(attempt, outcome.headers if outcome.error is None else None)
@@ -213,6 +213,15 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
                 attempt += 1
                 continue
         break
+    if not outcome.committed:
+        _answer(app, client, request, outcome, cco_headers, upstream_seconds, rewrite)
+    if client.flow is not None and client.flow.write_paused:
+        await client.drain()  # a client that does not read holds up its next pipelined request, not our memory
+
+
+def _answer(app: App, client: HttpProtocol, request: Request, outcome: Outcome, cco_headers: bytes,
+            upstream_seconds: float, rewrite: Callable[[bytes], bytes] | None) -> None:
+    """Writes a buffered upstream answer, or the proxy's error when no answer came."""
     overhead = (time.perf_counter() - request.received_at - upstream_seconds) * 1000
     extra = cco_headers + b"x-cco-overhead-ms: %.3f\r\n" % max(overhead, 0.0)
     if outcome.error is not None:

@@ -277,7 +277,8 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
             return
         if self.queue:
-            self.flow.resume_reading() if len(self.queue) <= MAX_PIPELINED_REQUESTS else None
+            if len(self.queue) <= MAX_PIPELINED_REQUESTS:
+                self.flow.resume_reading()
             self._start_next()
         else:
             self.flow.resume_reading()

@@ -19,7 +19,7 @@ CONTENT_TYPE_JSON = b"content-type: application/json\r\n"
 CONTENT_TYPE_SSE = b"content-type: text/event-stream\r\n"
 CHUNKED = b"transfer-encoding: chunked\r\n"
 CONNECTION_CLOSE = b"connection: close\r\n"
-SSE_EXTRA = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
+NO_BUFFERING = b"x-accel-buffering: no\r\n"
 CHUNK_END = b"0\r\n\r\n"
 
 # Headers that describe one connection (RFC 9110 §7.6.1) or the framing we redo ourselves; never forwarded.
