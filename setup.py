@@ -12,7 +12,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
-FAST_MODULES = ["sse_c"]
+FAST_MODULES = ["sse_c", "key_c"]
 
 
 class OptionalBuildExt(build_ext):
@@ -50,13 +50,14 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return []
-    exts = [Extension(f"cco._fast.{name}", [f"cco/_fast/{name}.pyx"]) for name in FAST_MODULES]
+    exts = [Extension(f"cco._fast.{name}", [f"cco/_fast/{name}.pyx"], include_dirs=["cco/_fast"])
+            for name in FAST_MODULES]
     return cythonize(exts, language_level=3, quiet=True)
 
 
 setup(
     packages=["cco", "cco._fast", "cco.upstream", "cco.providers"],
-    package_data={"cco._fast": ["*.pyi", "*.pxd", "*.pyx"]},
+    package_data={"cco._fast": ["*.pyi", "*.pxd", "*.pyx", "*.h"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithDefaults},
 )

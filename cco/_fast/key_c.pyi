@@ -1,0 +1,16 @@
+from cco._fast.key_py import JsonSyntaxError as JsonSyntaxError
+
+EXCLUDED: frozenset[bytes]
+
+class RequestScan:
+    """Top-level members of a JSON object body, as byte spans of the original body."""
+
+    body: bytes
+    def value(self, name: bytes) -> bytes | None:
+        """Raw JSON of a top-level member, or None when absent."""
+    def names(self) -> list[bytes]: ...
+    def key(self, context: bytes) -> bytes:
+        """16-byte xxh3-128 digest of context + the members (minus stream and metadata) sorted by name."""
+
+def scan_request(body: bytes) -> RequestScan:
+    """Validates `body` as a JSON object in one pass; raises JsonSyntaxError with the byte position."""

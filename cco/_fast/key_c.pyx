@@ -1,0 +1,370 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cache key of a JSON request body, compiled (twin of key_py.py; its docstring states the rules).
+
+One pass over the body bytes validates the JSON and records the byte span of each top-level value; nested
+content is only stepped over, never turned into Python objects. The scanner is plain C over a state struct
+(inlinable, no Python calls per byte); string contents — most of a Claude Code request — are skipped 16 bytes at
+a time (scan.h). The canonical form is then copied once into one buffer and hashed with xxh3-128.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport uint32_t
+from libc.string cimport memcpy
+
+import xxhash
+
+from cco._fast.key_py import JsonSyntaxError
+
+cdef extern from "scan.h":
+    Py_ssize_t cco_skip_plain(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+
+EXCLUDED = frozenset({b"stream", b"metadata"})
+
+cdef enum:
+    MAX_DEPTH = 1024
+
+cdef enum Err:
+    OK = 0
+    E_EOF
+    E_CHAR
+    E_UNTERMINATED
+    E_ESCAPE
+    E_SURROGATE
+    E_NUMBER
+    E_NAME
+    E_COLON
+    E_COMMA_OBJECT
+    E_COMMA_ARRAY
+    E_DEPTH
+    E_TRAILING
+
+_MESSAGES = {
+    E_EOF: "input ends early", E_CHAR: "invalid character", E_UNTERMINATED: "unterminated string",
+    E_ESCAPE: "invalid escaped character", E_SURROGATE: "invalid utf-16 surrogate pair",
+    E_NUMBER: "invalid number", E_NAME: "expected a member name", E_COLON: "expected ':'",
+    E_COMMA_OBJECT: "expected ',' or '}'", E_COMMA_ARRAY: "expected ',' or ']'", E_DEPTH: "nesting too deep",
+    E_TRAILING: "trailing characters",
+}
+
+cdef struct Scan:
+    const unsigned char* p
+    Py_ssize_t n
+    Py_ssize_t err_pos
+    int err
+    bint escaped
+    unsigned char stack[MAX_DEPTH]
+
+_xxh3_128_digest = xxhash.xxh3_128_digest
+
+
+cdef inline Py_ssize_t fail(Scan* s, int err, Py_ssize_t pos) noexcept nogil:
+    s.err = err
+    s.err_pos = pos
+    return -1
+
+
+cdef inline Py_ssize_t ws(Scan* s, Py_ssize_t i) noexcept nogil:
+    cdef const unsigned char* p = s.p
+    while i < s.n and (p[i] == 32 or p[i] == 10 or p[i] == 13 or p[i] == 9):
+        i += 1
+    return i
+
+
+cdef inline int hex4(const unsigned char* p) noexcept nogil:
+    cdef int value = 0, k, d
+    cdef unsigned char c
+    for k in range(4):
+        c = p[k]
+        if 48 <= c <= 57:
+            d = c - 48
+        elif 97 <= c <= 102:
+            d = c - 87
+        elif 65 <= c <= 70:
+            d = c - 55
+        else:
+            return -1
+        value = (value << 4) | d
+    return value
+
+
+cdef Py_ssize_t scan_string(Scan* s, Py_ssize_t i) noexcept nogil:
+    """p[i] is '"'; returns the index after the closing quote, or -1."""
+    cdef const unsigned char* p = s.p
+    cdef Py_ssize_t n = s.n
+    cdef unsigned char c
+    cdef int unit
+    i += 1
+    while True:
+        i = cco_skip_plain(p, i, n)
+        if i >= n:
+            return fail(s, E_UNTERMINATED, n)
+        c = p[i]
+        if c == 34:
+            return i + 1
+        if c < 32:
+            return fail(s, E_CHAR, i)
+        s.escaped = True
+        if i + 1 >= n:
+            return fail(s, E_UNTERMINATED, n)
+        c = p[i + 1]
+        if c == 34 or c == 92 or c == 47 or c == 98 or c == 102 or c == 110 or c == 114 or c == 116:
+            i += 2
+            continue
+        if c != 117:
+            return fail(s, E_ESCAPE, i + 1)
+        if i + 6 > n:
+            return fail(s, E_UNTERMINATED, n)
+        unit = hex4(p + i + 2)
+        if unit < 0:
+            return fail(s, E_ESCAPE, i + 2)
+        i += 6
+        if 0xDC00 <= unit <= 0xDFFF:
+            return fail(s, E_SURROGATE, i)
+        if 0xD800 <= unit <= 0xDBFF:  # a high surrogate must be followed by an escaped low surrogate
+            if i + 6 > n or p[i] != 92 or p[i + 1] != 117:
+                return fail(s, E_SURROGATE, i)
+            unit = hex4(p + i + 2)
+            if unit < 0:
+                return fail(s, E_ESCAPE, i + 2)
+            if not (0xDC00 <= unit <= 0xDFFF):
+                return fail(s, E_SURROGATE, i + 6)
+            i += 6
+
+
+cdef inline Py_ssize_t digits(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    while i < n and 48 <= p[i] <= 57:
+        i += 1
+    return i
+
+
+cdef Py_ssize_t scan_number(Scan* s, Py_ssize_t i) noexcept nogil:
+    cdef const unsigned char* p = s.p
+    cdef Py_ssize_t n = s.n
+    cdef Py_ssize_t start = i
+    if p[i] == 45:  # '-'
+        i += 1
+    if i >= n or not (48 <= p[i] <= 57):
+        return fail(s, E_NUMBER, start)
+    if p[i] == 48:
+        i += 1
+        if i < n and 48 <= p[i] <= 57:
+            return fail(s, E_NUMBER, start)
+    else:
+        i = digits(p, i, n)
+    if i < n and p[i] == 46:  # '.'
+        if i + 1 >= n or not (48 <= p[i + 1] <= 57):
+            return fail(s, E_NUMBER, start)
+        i = digits(p, i + 1, n)
+    if i < n and (p[i] == 101 or p[i] == 69):  # 'e' 'E'
+        i += 1
+        if i < n and (p[i] == 43 or p[i] == 45):
+            i += 1
+        if i >= n or not (48 <= p[i] <= 57):
+            return fail(s, E_NUMBER, start)
+        i = digits(p, i, n)
+    return i
+
+
+cdef inline Py_ssize_t scan_literal(Scan* s, Py_ssize_t i, const char* word, Py_ssize_t length) noexcept nogil:
+    cdef Py_ssize_t k
+    if i + length > s.n:
+        return fail(s, E_CHAR, i)
+    for k in range(length):
+        if s.p[i + k] != <unsigned char>word[k]:
+            return fail(s, E_CHAR, i)
+    return i + length
+
+
+cdef inline Py_ssize_t member_name(Scan* s, Py_ssize_t i) noexcept nogil:
+    """At a member name of a nested object: the name, ':' and whitespace; returns where its value starts."""
+    if i >= s.n or s.p[i] != 34:
+        return fail(s, E_NAME, i)
+    i = scan_string(s, i)
+    if i < 0:
+        return -1
+    i = ws(s, i)
+    if i >= s.n or s.p[i] != 58:
+        return fail(s, E_COLON, i)
+    return ws(s, i + 1)
+
+
+cdef Py_ssize_t scan_value(Scan* s, Py_ssize_t i) noexcept nogil:
+    """Steps over one JSON value starting at p[i]; returns the index after it, or -1. Iterative (no recursion)."""
+    cdef const unsigned char* p = s.p
+    cdef Py_ssize_t n = s.n
+    cdef int depth = 0
+    cdef unsigned char c, close
+    while True:
+        if i >= n:
+            return fail(s, E_EOF, n)
+        c = p[i]
+        if c == 34:
+            i = scan_string(s, i)
+        elif c == 123 or c == 91:  # '{' '['
+            if depth >= MAX_DEPTH:
+                return fail(s, E_DEPTH, i)
+            close = 125 if c == 123 else 93
+            i = ws(s, i + 1)
+            if i < n and p[i] == close:
+                i += 1
+            else:
+                s.stack[depth] = close
+                depth += 1
+                if c == 123:
+                    i = member_name(s, i)
+                    if i < 0:
+                        return -1
+                continue
+        elif c == 116:
+            i = scan_literal(s, i, b"true", 4)
+        elif c == 102:
+            i = scan_literal(s, i, b"false", 5)
+        elif c == 110:
+            i = scan_literal(s, i, b"null", 4)
+        elif c == 45 or 48 <= c <= 57:
+            i = scan_number(s, i)
+        else:
+            return fail(s, E_CHAR, i)
+        if i < 0:
+            return -1
+        # after a value: close containers, or step to the next element
+        while depth > 0:
+            i = ws(s, i)
+            if i >= n:
+                return fail(s, E_EOF, n)
+            close = s.stack[depth - 1]
+            c = p[i]
+            if c == close:
+                depth -= 1
+                i += 1
+                continue
+            if c != 44:  # ','
+                return fail(s, E_COMMA_OBJECT if close == 125 else E_COMMA_ARRAY, i)
+            i = ws(s, i + 1)
+            if close == 125:
+                i = member_name(s, i)
+                if i < 0:
+                    return -1
+            break
+        if depth == 0:
+            return i
+
+
+@cython.final
+cdef class RequestScan:
+    cdef readonly bytes body
+    cdef dict _spans  # name → (start, end)
+
+    def value(self, bytes name):
+        span = self._spans.get(name)
+        if span is None:
+            return None
+        return self.body[<Py_ssize_t>span[0]:<Py_ssize_t>span[1]]
+
+    def names(self):
+        return list(self._spans)
+
+    def key(self, bytes context):
+        cdef list names = sorted(self._spans)
+        cdef Py_ssize_t total = 4 + len(context)
+        cdef Py_ssize_t start, end, size
+        cdef bytes name
+        cdef uint32_t length
+        for name in names:
+            if name in EXCLUDED:
+                continue
+            start, end = self._spans[name]
+            total += 8 + len(name) + (end - start)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+        cdef char* dst = PyBytes_AS_STRING(out)
+        cdef const char* src = self.body
+        length = <uint32_t>len(context)
+        memcpy(dst, &length, 4)
+        memcpy(dst + 4, <const char*>context, len(context))
+        dst += 4 + len(context)
+        for name in names:
+            if name in EXCLUDED:
+                continue
+            start, end = self._spans[name]
+            size = end - start
+            length = <uint32_t>len(name)
+            memcpy(dst, &length, 4)
+            memcpy(dst + 4, <const char*>name, len(name))
+            dst += 4 + len(name)
+            length = <uint32_t>size
+            memcpy(dst, &length, 4)
+            memcpy(dst + 4, src + start, size)
+            dst += 4 + size
+        return _xxh3_128_digest(out)
+
+
+def scan_request(bytes body):
+    cdef Scan s
+    cdef Py_ssize_t i, name_start, name_end, start
+    cdef dict spans = {}
+    cdef bytes name
+    s.p = <const unsigned char*>PyBytes_AS_STRING(body)
+    s.n = len(body)
+    s.err = OK
+    i = ws(&s, 0)
+    if i >= s.n:
+        _raise(E_EOF, s.n)
+    if s.p[i] != 123:
+        raise JsonSyntaxError("expected a JSON object: the body is not one", i)
+    i = ws(&s, i + 1)
+    if i < s.n and s.p[i] == 125:
+        i += 1
+    else:
+        while True:
+            if i >= s.n or s.p[i] != 34:
+                _raise(E_NAME, i)
+            s.escaped = False
+            name_start = i + 1
+            i = scan_string(&s, i)
+            if i < 0:
+                _raise(s.err, s.err_pos)
+            name_end = i - 1
+            if s.escaped:
+                name = _unescape_name(body[name_start - 1:name_end + 1])
+            else:
+                name = body[name_start:name_end]
+                try:
+                    name.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise JsonSyntaxError(f"JSON is malformed: a member name is not UTF-8 ({exc.reason})", -1)
+            i = ws(&s, i)
+            if i >= s.n or s.p[i] != 58:
+                _raise(E_COLON, i)
+            start = ws(&s, i + 1)
+            i = scan_value(&s, start)
+            if i < 0:
+                _raise(s.err, s.err_pos)
+            spans.pop(name, None)  # a name given twice counts once, with its last value
+            spans[name] = (start, i)
+            i = ws(&s, i)
+            if i >= s.n:
+                _raise(E_EOF, s.n)
+            if s.p[i] == 44:
+                i = ws(&s, i + 1)
+                continue
+            if s.p[i] == 125:
+                i += 1
+                break
+            _raise(E_COMMA_OBJECT, i)
+    i = ws(&s, i)
+    if i != s.n:
+        _raise(E_TRAILING, i)
+    cdef RequestScan scan = RequestScan.__new__(RequestScan)
+    scan.body = body
+    scan._spans = spans
+    return scan
+
+
+cdef _raise(int err, Py_ssize_t pos):
+    raise JsonSyntaxError(f"JSON is malformed: {_MESSAGES[err]} (byte {pos})", pos)
+
+
+cdef bytes _unescape_name(bytes quoted):
+    import json
+
+    return json.loads(quoted).encode("utf-8", "surrogatepass")

@@ -1,0 +1,87 @@
+"""Cache key of a JSON request body (pure-Python twin of key_c.pyx: same keys, same accepted inputs).
+
+The key is xxh3-128 over a canonical form: the caller's context (resolved model, provider, endpoint, scope,
+`anthropic-version`, `anthropic-beta`), then every top-level member of the body except `stream` and
+`metadata`, sorted by name, each as the exact bytes the client sent for its value. Top-level order therefore
+does not matter; any other difference — whitespace inside a value, a field the proxy does not know — makes a
+different key. Every piece is length-prefixed, so no two different inputs share a canonical form. A member
+named twice counts once, with its last value (what JSON parsers, and the upstream, do).
+
+`scan_request` validates the whole body as JSON (RFC 8259, UTF-16 surrogate pairs checked) and keeps only the
+byte spans of the top-level values: nested content never becomes Python objects. Here msgspec does the pass;
+the compiled twin does it in one pass of its own.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+import xxhash
+
+EXCLUDED = frozenset({b"stream", b"metadata"})
+_members_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_u32 = struct.Struct("<I")
+
+
+class JsonSyntaxError(ValueError):
+    """The body is not a JSON object; `message` says why and where (byte offset)."""
+
+    def __init__(self, message: str, position: int = -1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position
+
+
+class RequestScan:
+    """The top-level members of a JSON object body: name (UTF-8 bytes) → raw value bytes."""
+
+    __slots__ = ("body", "_members")
+
+    def __init__(self, body: bytes, members: dict[bytes, bytes]) -> None:
+        self.body = body
+        self._members = members
+
+    def value(self, name: bytes) -> bytes | None:
+        """The raw JSON of a top-level member, or None when absent."""
+        return self._members.get(name)
+
+    def names(self) -> list[bytes]:
+        return list(self._members)
+
+    def key(self, context: bytes) -> bytes:
+        """16-byte xxh3-128 digest of the canonical form (see the module docstring)."""
+        parts = [_u32.pack(len(context)), context]
+        for name in sorted(self._members):
+            if name in EXCLUDED:
+                continue
+            value = self._members[name]
+            parts += (_u32.pack(len(name)), name, _u32.pack(len(value)), value)
+        return xxhash.xxh3_128_digest(b"".join(parts))
+
+
+def scan_request(body: bytes) -> RequestScan:
+    try:
+        decoded = _members_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise JsonSyntaxError(f"expected a JSON object: {str(exc).replace('`', '')}", 0) from None
+    except msgspec.DecodeError as exc:
+        text = str(exc)
+        if "truncated" in text:
+            raise JsonSyntaxError(f"JSON is malformed: input ends early (byte {len(body)})", len(body)) from None
+        raise JsonSyntaxError(text, _position(text)) from None
+    except RecursionError:
+        raise JsonSyntaxError("JSON is malformed: nesting too deep", -1) from None
+    except UnicodeDecodeError as exc:
+        raise JsonSyntaxError(f"JSON is malformed: a member name is not UTF-8 ({exc.reason})", -1) from None
+    return RequestScan(body, {name.encode(): bytes(raw) for name, raw in decoded.items()})
+
+
+def _position(text: str) -> int:
+    at = text.rfind("(byte ")
+    if at < 0:
+        return -1
+    try:
+        return int(text[at + 6:].rstrip(")"))
+    except ValueError:
+        return -1
