@@ -29,6 +29,10 @@ def send_health(app: App, request: Request, client: HttpProtocol) -> None:
         "connections": len(client.registry),
         "upstream_connections": sum(p.open for p in pools),
         "upstream_idle": sum(len(p.idle) for p in pools),
+        "cache_enabled": app.cache is not None,
+        "cache_hits": app.cache.hits if app.cache is not None else 0,
+        "cache_misses": app.cache.misses if app.cache is not None else 0,
+        "cache_coalesced": app.cache.coalesced if app.cache is not None else 0,
     }
     client.send(request, 200, b"", orjson.dumps(body))
 
@@ -81,3 +85,28 @@ def send_model(app: App, request: Request, client: HttpProtocol, model: str) -> 
         raise NotFound(f"model {model!r} is not served by any route")
     info = _model_info(app, model, request.header(b"anthropic-version") is not None)
     client.send(request, 200, b"", orjson.dumps(info))
+
+
+def send_cache_stats(app: App, request: Request, client: HttpProtocol) -> None:
+    client.send(request, 200, b"", orjson.dumps(_cache(app).stats()))
+
+
+def clear_cache(app: App, request: Request, client: HttpProtocol) -> None:
+    cleared = _cache(app).clear()
+    client.send(request, 200, b"", orjson.dumps({"cleared": cleared}))
+
+
+def send_top_prompts(app: App, request: Request, client: HttpProtocol) -> None:
+    try:
+        limit = int(_query(request).get("limit", "10"))
+    except ValueError:
+        raise InvalidRequest("limit: expected an integer") from None
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit: must be between 1 and 1000")
+    client.send(request, 200, b"", orjson.dumps(_cache(app).top_prompts(limit)))
+
+
+def _cache(app: App):
+    if app.cache is None:
+        raise NotFound("the cache is disabled (--no-cache)")
+    return app.cache

@@ -1,7 +1,8 @@
-"""The application: shared state (config, routes, pools, counters) and the (method, path) → handler table.
+"""The application: shared state (config, routes, pools, cache, counters) and the (method, path) → handler table.
 
-`App.__call__` is what the protocol calls for each request. Paths may carry a project prefix `/p/{project}/…`.
-Errors raised by handlers are `CcoError`s and are turned into responses here, in one place.
+`App.dispatch` is what the protocol calls for each request. A handler answers at once when it can (a cache hit,
+an error, the admin endpoints) and returns None; when it must wait for an upstream it returns a coroutine, which
+the protocol runs as the request's task. Paths may carry a project prefix `/p/{project}/…`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Awaitable, Callable
 import msgspec
 
 from cco import __version__, wire
-from cco._fast import IMPL
+from cco._fast import IMPL, JsonSyntaxError, scan_request
+from cco.cache.store import ResponseCache
 from cco.config import Config
-from cco.errors import CcoError, InvalidRequest, MethodNotAllowed, NotFound, ProviderNotAvailable, ServiceUnavailable
-from cco.pipeline import forward
+from cco.errors import InvalidRequest, MethodNotAllowed, NotFound, ProviderNotAvailable, ServiceUnavailable
+from cco.pipeline import CachePlan, follow, forward, serve_entry
 from cco.protocol import HttpProtocol, Request
 from cco.providers import anthropic
 from cco.routing import Route, Router
@@ -26,23 +28,9 @@ from cco.upstream.pool import PoolManager
 log = logging.getLogger("cco.app")
 access_log = logging.getLogger("cco.access")
 
-Handler = Callable[["App", Request, HttpProtocol], Awaitable[None]]
+Handler = Callable[["App", Request, HttpProtocol], "Awaitable[None] | None"]
 
-
-class MessagesView(msgspec.Struct):
-    """The fields of a Messages request the proxy reads; everything else is forwarded untouched."""
-
-    model: str
-    stream: bool = False
-    max_tokens: int | None = None
-
-
-class CountTokensView(msgspec.Struct):
-    model: str
-
-
-_messages_decoder = msgspec.json.Decoder(MessagesView)
-_count_tokens_decoder = msgspec.json.Decoder(CountTokensView)
+DEFAULT_PROJECT = "default"
 
 
 class Stats:
@@ -61,38 +49,35 @@ class Stats:
 
 
 class App:
-    def __init__(self, config: Config, *, access_log_enabled: bool = False) -> None:
+    def __init__(self, config: Config, *, access_log_enabled: bool = False, cache: ResponseCache | None = None,
+                 default_project: str = DEFAULT_PROJECT) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
         self.router = Router(config)
         self.pools = PoolManager()
         self.stats = Stats()
+        self.cache = cache
         self.started = time.time()
         self.draining = False
         self.access_log = access_log_enabled
+        self.default_project = default_project
 
-    async def __call__(self, request: Request, client: HttpProtocol) -> None:
+    def dispatch(self, request: Request, client: HttpProtocol) -> Awaitable[None] | None:
         path = request.path
         if path.startswith(b"/p/"):
-            project, sep, rest = path[3:].partition(b"/")
+            project, _, rest = path[3:].partition(b"/")
             if project:
                 request.project = project.decode("utf-8", "replace")
+                request.prefix = path[:3 + len(project)]
                 path = request.path = b"/" + rest
-        handler = EXACT.get(path)
-        try:
-            if handler is None:
-                handler = _prefix_handler(path)
-            if handler is None:
-                raise NotFound(f"no such endpoint: {request.method.decode()} {path.decode('utf-8', 'replace')}")
-            await handler(self, request, client)
-        except CcoError as exc:
-            headers = b""
-            if isinstance(exc, MethodNotAllowed):
-                headers = b"allow: " + getattr(exc, "allow", b"GET") + b"\r\n"
-            client.send_error(request, exc.status, exc.error_type, exc.message, headers=headers)
-        if self.access_log:
-            access_log.info("%s %s %s", request.method.decode(), request.path.decode("utf-8", "replace"),
-                            round((time.perf_counter() - request.received_at) * 1000, 3))
+        handler = EXACT.get(path) or _prefix_handler(path)
+        if handler is None:
+            raise NotFound(f"no such endpoint: {request.method.decode()} {path.decode('utf-8', 'replace')}")
+        return handler(self, request, client)
+
+    def log_access(self, request: Request) -> None:
+        access_log.info("%s %s %d %.3f", request.method.decode(), request.path.decode("utf-8", "replace"),
+                        request.status, (time.perf_counter() - request.received_at) * 1000)
 
     # helpers
 
@@ -113,30 +98,84 @@ class App:
             raise NotFound("no anthropic route is configured; batches need one")
         return route
 
+    def project_of(self, request: Request) -> str:
+        if request.project is None:
+            header = request.header(b"x-cco-project")
+            request.project = header.decode("utf-8", "replace") if header else self.default_project
+        return request.project
+
     def public_base_url(self, request: Request) -> str:
         host = (request.header(b"x-forwarded-host") or request.header(b"host") or b"127.0.0.1").decode("latin-1")
         scheme = (request.header(b"x-forwarded-proto") or b"http").decode("latin-1")
-        prefix = f"/p/{request.project}" if request.project else ""
-        return f"{scheme}://{host}{prefix}"
+        return f"{scheme}://{host}{request.prefix.decode('utf-8', 'replace')}"
+
+    def cache_plan(self, request: Request, route: Route, model: str, scan, endpoint: bytes) -> CachePlan:
+        """What the cache does for this request (SPEC §5): its key, whether it may read, lead or join a flight."""
+        cache = self.cache
+        if cache is None:
+            return CachePlan.BYPASS
+        control = request.header(b"x-cco-cache")
+        refresh = False
+        if control is not None:
+            control = control.strip().lower()
+            if control == b"bypass":
+                cache.bypassed += 1
+                return CachePlan.BYPASS
+            refresh = control == b"refresh"
+        cache_control = request.header(b"cache-control")
+        if cache_control is not None:
+            cache_control = cache_control.lower()
+            if b"no-store" in cache_control:
+                cache.bypassed += 1
+                return CachePlan.BYPASS
+            refresh = refresh or b"no-cache" in cache_control
+        credential = cache.credential_hash(request)
+        scope = cache.scope
+        if scope == "global":
+            scope_bytes = b"global"
+        elif scope == "project":
+            scope_bytes = b"project:" + self.project_of(request).encode()
+        else:
+            scope_bytes = b"key:%x" % credential
+        context = b"\x00".join((model.encode(), route.provider_bytes, endpoint, scope_bytes,
+                                request.header(b"anthropic-version") or b"",
+                                request.header(b"anthropic-beta") or b""))
+        # A route that forwards the client's own credential serves hits only to credentials seen to succeed.
+        trusted = route.api_key is not None or cache.credential_verified(credential)
+        return CachePlan(scan.key(context), readable=trusted and not refresh, shareable=trusted,
+                         credential=credential, endpoint=endpoint.decode())
 
 
 def _require(request: Request, *methods: bytes) -> None:
     if request.method not in methods and not (request.method == b"HEAD" and b"GET" in methods):
-        exc = MethodNotAllowed(f"method {request.method.decode()} not allowed on {request.path.decode()}")
-        exc.allow = b", ".join(methods)  # type: ignore[attr-defined]
-        raise exc
+        raise MethodNotAllowed(f"method {request.method.decode()} not allowed on {request.path.decode()}",
+                               b", ".join(methods))
 
 
-def _decode(decoder: msgspec.json.Decoder, body: bytes):
+_str_decoder = msgspec.json.Decoder(str)
+_bool_decoder = msgspec.json.Decoder(bool)
+_int_decoder = msgspec.json.Decoder(int)
+
+
+def _scan(body: bytes):
     try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"invalid request body: {str(exc).replace('`', '')}") from None
-    except msgspec.DecodeError as exc:
-        message = str(exc)
-        if "truncated" in message:  # msgspec gives no position for a body that ends early: it is the end
-            message += f" (byte {len(body)})" if body else " (empty body)"
-        raise InvalidRequest(f"invalid JSON body: {message}") from None
+        return scan_request(body)
+    except JsonSyntaxError as exc:
+        raise InvalidRequest(f"invalid JSON body: {exc.message}") from None
+
+
+def _field(scan, name: bytes, decoder: msgspec.json.Decoder, expected: str, required: bool = False):
+    """Decodes one top-level field the proxy reads; a wrong type is a 400 naming its JSON path."""
+    raw = scan.value(name)
+    if raw is None:
+        if required:
+            raise InvalidRequest(f"invalid request body: missing required field $.{name.decode()}")
+        return None
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError:
+        raise InvalidRequest(f"invalid request body: $.{name.decode()}: expected {expected}, "
+                             f"got {raw[:40].decode('utf-8', 'replace')}") from None
 
 
 def _strip_model(body: bytes, route: Route, model: str) -> bytes:
@@ -153,26 +192,53 @@ def _strip_model(body: bytes, route: Route, model: str) -> bytes:
 # Handlers
 
 
-async def messages(app: App, request: Request, client: HttpProtocol) -> None:
+def messages(app: App, request: Request, client: HttpProtocol):
     _require(request, b"POST")
     if app.draining:
         raise ServiceUnavailable("the proxy is shutting down")
-    view = _decode(_messages_decoder, request.body)
-    route = app.route_for(view.model)
-    body = _strip_model(request.body, route, view.model)
-    await forward(app, client, request, route, view.model, b"/v1/messages", body, stream_through=view.stream)
+    scan = _scan(request.body)
+    model = _field(scan, b"model", _str_decoder, "a string", required=True)
+    stream = _field(scan, b"stream", _bool_decoder, "a boolean") or False
+    if scan.value(b"max_tokens") is not None and scan.value(b"max_tokens") != b"null":
+        _field(scan, b"max_tokens", _int_decoder, "an integer")
+    route = app.route_for(model)
+    return _cached_forward(app, request, client, route, model, scan, b"/v1/messages", stream,
+                           lambda: messages(app, request, client))
 
 
-async def count_tokens(app: App, request: Request, client: HttpProtocol) -> None:
+def count_tokens(app: App, request: Request, client: HttpProtocol):
     _require(request, b"POST")
-    view = _decode(_count_tokens_decoder, request.body)
-    route = app.route_for(view.model)
-    body = _strip_model(request.body, route, view.model)
-    await forward(app, client, request, route, view.model, b"/v1/messages/count_tokens", body,
-                  stream_through=False)
+    scan = _scan(request.body)
+    model = _field(scan, b"model", _str_decoder, "a string", required=True)
+    route = app.route_for(model)
+    return _cached_forward(app, request, client, route, model, scan, b"/v1/messages/count_tokens", False,
+                           lambda: count_tokens(app, request, client))
 
 
-async def batches(app: App, request: Request, client: HttpProtocol) -> None:
+def _cached_forward(app: App, request: Request, client: HttpProtocol, route: Route, model: str, scan,
+                    endpoint: bytes, stream: bool, again: Callable):
+    plan = app.cache_plan(request, route, model, scan, endpoint)
+    cache = app.cache
+    if plan.readable:
+        assert cache is not None
+        entry = cache.get(plan.key)
+        if entry is not None:
+            cache.hits += 1
+            serve_entry(client, request, route, model, entry, stream, b"hit")
+            return None
+        flight = cache.inflight.get(plan.key)
+        if flight is not None:
+            return follow(app, client, request, route, model, flight, stream, again)
+    if plan.key is not None:
+        assert cache is not None
+        cache.misses += 1
+        if plan.shareable and plan.key not in cache.inflight:
+            plan.flight = cache.begin(plan.key, app.loop)
+    body = _strip_model(request.body, route, model)
+    return forward(app, client, request, route, model, endpoint, body, stream_through=stream, cache=plan)
+
+
+def batches(app: App, request: Request, client: HttpProtocol):
     """The /v1/messages/batches family, passed through to the first anthropic route."""
     path = request.path
     rest = path[len(b"/v1/messages/batches"):]
@@ -191,42 +257,63 @@ async def batches(app: App, request: Request, client: HttpProtocol) -> None:
     results = len(segments) == 2 and segments[1] == b"results"
     base_url = app.public_base_url(request)
     rewrite = None if results else (lambda body: anthropic.rewrite_results_urls(body, base_url, route))
-    await forward(app, client, request, route, "", path, request.body, stream_through=results, rewrite=rewrite)
+    return forward(app, client, request, route, "", path, request.body, stream_through=results, rewrite=rewrite)
 
 
-async def models(app: App, request: Request, client: HttpProtocol) -> None:
+def models(app: App, request: Request, client: HttpProtocol) -> None:
     _require(request, b"GET")
     from cco import admin
 
     admin.send_models(app, request, client)
 
 
-async def model_by_id(app: App, request: Request, client: HttpProtocol) -> None:
+def model_by_id(app: App, request: Request, client: HttpProtocol) -> None:
     _require(request, b"GET")
     from cco import admin
 
     admin.send_model(app, request, client, request.path[len(b"/v1/models/"):].decode("utf-8", "replace"))
 
 
-async def probe(app: App, request: Request, client: HttpProtocol) -> None:
+def probe(app: App, request: Request, client: HttpProtocol) -> None:
     """HEAD / and HEAD|GET /api/hello: Claude Code's connectivity probes (a 405 breaks its preflight)."""
     _require(request, b"GET")
     client.send(request, 200, b"", b'{"ok":true}')
 
 
-async def health(app: App, request: Request, client: HttpProtocol) -> None:
+def health(app: App, request: Request, client: HttpProtocol) -> None:
     _require(request, b"GET")
     from cco import admin
 
     admin.send_health(app, request, client)
 
 
-async def ready(app: App, request: Request, client: HttpProtocol) -> None:
+def ready(app: App, request: Request, client: HttpProtocol) -> None:
     _require(request, b"GET")
     if app.draining:
         client.send(request, 503, b"", b'{"status":"draining"}')
     else:
         client.send(request, 200, b"", b'{"status":"ready"}')
+
+
+def cache_stats(app: App, request: Request, client: HttpProtocol) -> None:
+    _require(request, b"GET")
+    from cco import admin
+
+    admin.send_cache_stats(app, request, client)
+
+
+def cache_clear(app: App, request: Request, client: HttpProtocol) -> None:
+    _require(request, b"POST")
+    from cco import admin
+
+    admin.clear_cache(app, request, client)
+
+
+def cache_top_prompts(app: App, request: Request, client: HttpProtocol) -> None:
+    _require(request, b"GET")
+    from cco import admin
+
+    admin.send_top_prompts(app, request, client)
 
 
 EXACT: dict[bytes, Handler] = {
@@ -238,6 +325,9 @@ EXACT: dict[bytes, Handler] = {
     b"/api/hello": probe,
     b"/health": health,
     b"/ready": ready,
+    b"/api/cache/stats": cache_stats,
+    b"/api/cache/clear": cache_clear,
+    b"/api/cache/top-prompts": cache_top_prompts,
 }
 
 

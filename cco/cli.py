@@ -43,6 +43,12 @@ def proxy_options(func):
                      type=click.Choice(["text", "json"])),
         click.option("--access-log/--no-access-log", envvar="CCO_ACCESS_LOG", default=False, show_default=True,
                      help="Log one line per request."),
+        click.option("--cache-size", envvar="CCO_CACHE_SIZE", default=500.0, show_default=True,
+                     type=click.FloatRange(min=0.01), help="Cache memory bound in MB (entries, keys and overhead)."),
+        click.option("--cache-ttl", envvar="CCO_CACHE_TTL", default=3600.0, show_default=True,
+                     type=click.FloatRange(min=0), help="Seconds a cached answer stays valid (0: until evicted)."),
+        click.option("--no-cache", envvar="CCO_NO_CACHE", is_flag=True, default=False,
+                     help="Disable the response cache."),
         click.option("--header-timeout", envvar="CCO_HEADER_TIMEOUT", default=10.0, show_default=True,
                      type=click.FloatRange(min=0.1), help="Seconds a client has to send a request head."),
         click.option("--idle-timeout", envvar="CCO_IDLE_TIMEOUT", default=75.0, show_default=True,
@@ -64,7 +70,8 @@ def _run_proxy(**kwargs) -> None:
                         data_dir=kwargs["data_dir"], log_level=kwargs["log_level"].lower(),
                         log_format=kwargs["log_format"], access_log=kwargs["access_log"],
                         header_timeout=kwargs["header_timeout"], idle_timeout=kwargs["idle_timeout"],
-                        drain_timeout=kwargs["drain_timeout"])
+                        drain_timeout=kwargs["drain_timeout"], cache_size_mb=kwargs["cache_size"],
+                        cache_ttl=kwargs["cache_ttl"], no_cache=kwargs["no_cache"])
     try:
         config = load_config(settings.config_dir)
     except ConfigError as exc:
@@ -147,3 +154,59 @@ def config_show(config_dir: str | None) -> None:
     out = {"config_dir": str(Path(config.directory)), "routes": routes, "fallback_chain": config.fallback_chain,
            "pricing": config.pricing, "overrides": config.overrides}
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+def _admin_call(url: str, method: str, path: str) -> dict:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url.rstrip("/") + path, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            message = orjson.loads(body)["error"]["message"]
+        except Exception:
+            message = body.decode("utf-8", "replace")[:200]
+        click.echo(f"cco: {url} answered {exc.code}: {message}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"cco: no proxy reachable at {url} ({getattr(exc, 'reason', exc)})", err=True)
+        sys.exit(1)
+
+
+@cco_main.group(name="cache")
+def cache_group() -> None:
+    """Inspect or clear the cache of a running proxy."""
+
+
+URL_OPTION = click.option("--url", envvar="CCO_URL", default="http://127.0.0.1:8000", show_default=True,
+                          help="The running proxy.")
+
+
+@cache_group.command(name="stats")
+@URL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def cache_stats(url: str, as_json: bool) -> None:
+    """Hits, misses, size and savings of the proxy's cache."""
+    stats = _admin_call(url, "GET", "/api/cache/stats")
+    if as_json:
+        click.echo(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"entries     {stats['entries']}")
+    click.echo(f"size        {stats['size']:.2f} / {stats['maxSize']:.0f} MB")
+    click.echo(f"hits        {stats['hits']}  misses {stats['misses']}  coalesced {stats['coalesced']}  "
+               f"bypassed {stats['bypassed']}")
+    click.echo(f"hit rate    {stats['hitRate'] * 100:.1f}%")
+    click.echo(f"evictions   {stats['evictions']}  expirations {stats['expirations']}")
+    click.echo(f"saved       ${stats['savedCost']:.6f}")
+
+
+@cache_group.command(name="clear")
+@URL_OPTION
+def cache_clear(url: str) -> None:
+    """Empty the proxy's cache."""
+    result = _admin_call(url, "POST", "/api/cache/clear")
+    click.echo(f"cleared {result['cleared']} entries")

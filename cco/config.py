@@ -23,6 +23,8 @@ DEFAULT_ENDPOINTS = {"anthropic": "https://api.anthropic.com", "openai": "https:
 ROUTING_FILE = "model-routing.json"
 PRICING_FILE = "model-pricing.json"
 OVERRIDES_FILE = "model-overrides.toml"
+CACHE_FILE = "cache.toml"
+CACHE_SCOPES = ("global", "project", "key")
 
 
 class ConfigError(Exception):
@@ -50,6 +52,15 @@ class RoutingFile(msgspec.Struct, forbid_unknown_fields=True):
     fallback_chain: dict[str, list[str]] = {}
 
 
+class CacheSection(msgspec.Struct, forbid_unknown_fields=True):
+    scope: str = "global"
+    persist: bool = False
+
+
+class CacheFile(msgspec.Struct, forbid_unknown_fields=True):
+    cache: CacheSection = msgspec.field(default_factory=CacheSection)
+
+
 class Config(msgspec.Struct):
     """Everything read from the config directory."""
 
@@ -59,6 +70,7 @@ class Config(msgspec.Struct):
     pricing: dict[str, Any]  # validated in full by the pricing module; here only its model ids are read
     overrides: dict[str, Any]
     mtime: float
+    cache: CacheSection = msgspec.field(default_factory=CacheSection)
 
     def override_targets(self) -> list[str]:
         section = self.overrides.get("overrides", {})
@@ -182,6 +194,23 @@ def load_overrides(path: Path) -> dict[str, Any]:
     return data
 
 
+def load_cache(path: Path) -> CacheSection:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        section = msgspec.convert(data, CacheFile).cache
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path.name, "$", f"invalid TOML: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        json_path, message = _json_path_message(exc)
+        raise ConfigError(path.name, json_path, message) from exc
+    except OSError as exc:
+        raise ConfigError(path.name, "$", f"cannot read {path}: {exc.strerror}") from exc
+    if section.scope not in CACHE_SCOPES:
+        raise ConfigError(path.name, "$.cache.scope", f"expected one of {', '.join(CACHE_SCOPES)}, got "
+                          f"{section.scope!r}")
+    return section
+
+
 def load_config(config_dir: str | os.PathLike | None) -> Config:
     directory = Path(config_dir) if config_dir else None
     if directory is not None and not directory.is_dir():
@@ -190,6 +219,7 @@ def load_config(config_dir: str | os.PathLike | None) -> Config:
     routing = load_routing(routing_path)
     pricing = load_pricing(_file(directory, PRICING_FILE))
     overrides = load_overrides(_file(directory, OVERRIDES_FILE))
+    cache = load_cache(_file(directory, CACHE_FILE))
     return Config(directory=str(directory or bundled_config_dir()), routes=routing.routes,
                   fallback_chain=routing.fallback_chain, pricing=pricing, overrides=overrides,
-                  mtime=routing_path.stat().st_mtime)
+                  mtime=routing_path.stat().st_mtime, cache=cache)

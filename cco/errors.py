@@ -21,6 +21,15 @@ class CcoError(Exception):
         self.message = message
         self.retry_after = retry_after
 
+    def headers(self) -> bytes:
+        """Response headers that go with this error (retry advice)."""
+        out = b""
+        if self.retry_after is not None:
+            out += b"retry-after: %d\r\n" % max(int(self.retry_after + 0.999), 0)
+        if self.should_retry is False:
+            out += b"x-should-retry: false\r\n"
+        return out
+
 
 class ClientError(CcoError):
     status = 400
@@ -44,6 +53,13 @@ class NotFound(ClientError):
 
 class MethodNotAllowed(ClientError):
     status = 405
+
+    def __init__(self, message: str, allow: bytes) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> bytes:
+        return super().headers() + b"allow: " + self.allow + b"\r\n"
 
 
 class RequestTooLarge(ClientError):

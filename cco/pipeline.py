@@ -1,14 +1,19 @@
-"""One client request to a provider: route → upstream pool → response back to the client, with retries.
+"""One client request to a provider: cache → route → upstream pool → response back to the client, with retries.
 
 Theory of operation. `forward` builds the upstream request head once and sends it through the route's pool.
 The response arrives in a `ForwardExchange` by callbacks. For a streaming answer (SSE, JSONL) a 2xx head is
-committed to the client at once and every upstream chunk is written to the client as it arrives, with
-back-pressure (a paused client pauses the upstream read). Anything else is buffered until complete, which lets
-us retry: connect errors, timeouts, a body that ended early and statuses 429/500/502/503/504/529 are retried
-up to the route's `max_retries` with exponential backoff and jitter, honouring `retry-after` — only ever
-before the first byte went to the client (SPEC §4). A request that fails on a reused keep-alive connection
-before any response byte is resent once on a new connection, outside the retry budget. When the client goes
-away, the task running `forward` is cancelled and the upstream connection is closed, never reused.
+committed to the client at once and the bytes of every upstream read are written to the client as one chunk,
+with back-pressure (a paused client pauses the upstream read); an SSE stream is assembled on the way into the
+final Message (for the cache, and its usage). Anything else is buffered until complete, which lets us retry:
+connect errors, timeouts, a body that ended early and statuses 429/500/502/503/504/529 are retried up to the
+route's `max_retries` with exponential backoff and jitter, honouring `retry-after` — only ever before the first
+byte went to the client (SPEC §4). A request that fails on a reused keep-alive connection before any response
+byte is resent once on a new connection, outside the retry budget. When the client goes away, the task running
+`forward` is cancelled and the upstream connection is closed, never reused.
+
+With a cache plan, a complete 2xx answer is stored, and the request's flight (single-flight, cco/cache/store.py)
+hands the outcome to identical requests that waited: the entry, the same error, or "retry yourselves" when this
+request's client went away first.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable
 
 from cco import wire
-from cco.errors import UpstreamError, sse_error_event
+from cco._fast import SseSplitter, parse_event
+from cco.cache.message import StreamAssembler, last_user_preview, message_bytes, synthesize_sse
+from cco.cache.store import CacheEntry, Flight, FlightResult
+from cco.errors import UpstreamError, error_body, sse_error_event
+from cco.pricing import usage_cost
 from cco.providers import anthropic
 from cco.upstream.connection import Exchange
 
@@ -39,11 +48,35 @@ BACKOFF_MAX_SECONDS = 8.0
 # A retry-after longer than this is not waited out: the error goes back to the client, which can decide.
 MAX_RETRY_AFTER_SECONDS = 60.0
 
+CACHE_HIT = b"x-cco-cache: hit\r\n"
+CACHE_MISS = b"x-cco-cache: miss\r\n"
+CACHE_BYPASS = b"x-cco-cache: bypass\r\n"
+CACHE_COALESCED = b"x-cco-cache: coalesced\r\n"
+
+
+class CachePlan:
+    """The cache's part in one request: its key, whether it may read, and the flight it leads (if any)."""
+
+    __slots__ = ("key", "readable", "shareable", "credential", "endpoint", "flight")
+    BYPASS: CachePlan
+
+    def __init__(self, key: bytes | None, readable: bool = False, shareable: bool = False, credential: int = 0,
+                 endpoint: str = "") -> None:
+        self.key = key
+        self.readable = readable
+        self.shareable = shareable  # may lead a flight others join (its credential is trusted)
+        self.credential = credential
+        self.endpoint = endpoint
+        self.flight: Flight | None = None
+
+
+CachePlan.BYPASS = CachePlan(None)
+
 
 class Outcome:
     """What one upstream attempt ended with."""
 
-    __slots__ = ("status", "headers", "chunks", "error", "committed")
+    __slots__ = ("status", "headers", "chunks", "error", "committed", "assembler")
 
     def __init__(self) -> None:
         self.status = 0
@@ -51,14 +84,15 @@ class Outcome:
         self.chunks: list[bytes] = []
         self.error: UpstreamError | None = None
         self.committed = False  # response head already written to the client (streaming)
+        self.assembler: StreamAssembler | None = None  # set for a committed SSE stream
 
 
 class ForwardExchange(Exchange):
-    __slots__ = ("client", "request", "stream_through", "outcome", "done", "loop", "observer", "cco_headers",
-                 "overhead_ms", "pending_head", "pending")
+    __slots__ = ("client", "request", "stream_through", "outcome", "done", "loop", "splitter", "cco_headers",
+                 "overhead_ms", "pending_head", "pending", "flight")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, client: HttpProtocol, request: Request, route: Route,
-                 stream_through: bool, cco_headers: bytes) -> None:
+                 stream_through: bool, cco_headers: bytes, flight: Flight | None) -> None:
         super().__init__(route.provider, route.timeout)
         self.loop = loop
         self.client = client
@@ -66,12 +100,13 @@ class ForwardExchange(Exchange):
         self.stream_through = stream_through
         self.outcome = Outcome()
         self.done = loop.create_future()
-        self.observer: anthropic.StreamObserver | None = None
+        self.splitter: SseSplitter | None = None
         self.cco_headers = cco_headers
         self.overhead_ms = 0.0  # time spent in the proxy before this attempt was sent
         # committed stream bytes gathered during one upstream read, written at its end (on_read_end)
         self.pending_head = b""
         self.pending: list[bytes] = []
+        self.flight = flight
 
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         outcome = self.outcome
@@ -80,15 +115,18 @@ class ForwardExchange(Exchange):
         if self.stream_through and 200 <= status < 300:
             outcome.committed = True
             block, request_id = anthropic.response_headers(headers)
+            for name, value in headers:
+                if name == b"content-type" and value.startswith(b"text/event-stream"):
+                    self.splitter = SseSplitter()
+                    outcome.assembler = StreamAssembler()
+                    block += wire.NO_BUFFERING  # tell buffering reverse proxies in front of us to flush per event
+                    break
             extra = b"x-cco-overhead-ms: %.3f\r\n" % self.overhead_ms
             if request_id is None:
                 extra += b"request-id: " + new_request_id() + b"\r\n"
-            for name, value in headers:
-                if name == b"content-type" and value.startswith(b"text/event-stream"):
-                    self.observer = anthropic.StreamObserver()
-                    extra += wire.NO_BUFFERING  # tell buffering reverse proxies in front of us to flush per event
-                    break
             self.pending_head = self.client.stream_head(self.request, status, block + self.cco_headers + extra)
+            if self.flight is not None:
+                self.flight.stream_started(status, block, _write_subscriber_head)
 
     def on_body(self, data: bytes) -> None:
         if self.outcome.committed:
@@ -106,14 +144,26 @@ class ForwardExchange(Exchange):
 
     def _flush(self, end: bool, tail: bytes = b"") -> None:
         pending = self.pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        if data:
+            splitter = self.splitter
+            if splitter is not None:
+                assembler = self.outcome.assembler
+                assert assembler is not None
+                for block in splitter.feed(data):
+                    event, payload = parse_event(block)
+                    assembler.feed(event, payload)
+            if self.flight is not None:
+                self.flight.stream_data(data)
+        parts = [data] if data else []
         if tail:
-            pending.append(tail)
-        if self.observer is not None and pending:
-            self.observer.feed(pending[0] if len(pending) == 1 else b"".join(pending))
-        if pending or self.pending_head or end:
-            self.client.write_stream(self.pending_head, pending, end)
+            parts.append(tail)
+        if parts or self.pending_head or end:
+            self.client.write_stream(self.pending_head, parts, end)
             self.pending_head = b""
             self.pending = []
+        if end and self.flight is not None:
+            self.flight.stream_end(tail)
 
     def on_complete(self) -> None:
         if self.outcome.committed:
@@ -127,7 +177,7 @@ class ForwardExchange(Exchange):
         outcome.error = exc
         if outcome.committed:
             # The client already has a 200: the only way left to say it failed is an SSE error event.
-            if self.observer is not None:
+            if self.splitter is not None:
                 self._flush(end=True, tail=sse_error_event("api_error", exc.message))
             else:
                 self._flush(end=False)
@@ -140,6 +190,10 @@ class ForwardExchange(Exchange):
         flow = self.client.flow
         if flow is not None:
             flow.on_resume(None)
+
+
+def _write_subscriber_head(client: HttpProtocol, request: Request, status: int, headers: bytes) -> None:
+    client.write_stream(client.stream_head(request, status, headers), [])
 
 
 def new_request_id() -> bytes:
@@ -178,58 +232,103 @@ def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
     return None
 
 
+def model_headers(route: Route, model: str) -> bytes:
+    """The x-cco-provider and x-cco-model lines, built once per (route, model)."""
+    lines = route.cco_headers.get(model)
+    if lines is None:
+        lines = b"x-cco-provider: " + route.provider_bytes + b"\r\nx-cco-model: " + model.encode() + b"\r\n"
+        if len(route.cco_headers) < 1024:
+            route.cco_headers[model] = lines
+    return lines
+
+
 async def forward(app: App, client: HttpProtocol, request: Request, route: Route, model: str, path: bytes,
-                  body: bytes, *, stream_through: bool,
-                  rewrite: Callable[[bytes], bytes] | None = None) -> None:
+                  body: bytes, *, stream_through: bool, rewrite: Callable[[bytes], bytes] | None = None,
+                  cache: CachePlan = CachePlan.BYPASS) -> None:
     """Sends `request` (with `body`) to `route` at `path` and answers the client with the result."""
     loop = app.loop
     head = anthropic.request_head(request.method, path, request.query, request.headers, route, len(body))
     pool = route.pool
     if pool is None:
         pool = route.pool = app.pools.get(route.origin, route.max_connections)
-    cco_headers = route.cco_headers.get(model)
-    if cco_headers is None:
-        cco_headers = b"x-cco-provider: " + route.provider_bytes + b"\r\nx-cco-model: " + model.encode() + b"\r\n"
-        if len(route.cco_headers) < 1024:
-            route.cco_headers[model] = cco_headers
+    cco_headers = model_headers(route, model)
+    if model:
+        cco_headers += CACHE_BYPASS if cache.key is None else CACHE_MISS
+    flight = cache.flight
     upstream_seconds = 0.0
     attempt = 0
-    while True:
-        exchange = ForwardExchange(loop, client, request, route, stream_through, cco_headers)
-        started = time.perf_counter()
-        exchange.overhead_ms = max((started - request.received_at - upstream_seconds) * 1000, 0.0)
-        await _attempt(pool, exchange, head, body, route)
-        upstream_seconds += time.perf_counter() - started
-        outcome = exchange.outcome
-        if outcome.committed:
-            app.stats.count(outcome.status)
+    try:
+        while True:
+            exchange = ForwardExchange(loop, client, request, route, stream_through, cco_headers, flight)
+            started = time.perf_counter()
+            exchange.overhead_ms = max((started - request.received_at - upstream_seconds) * 1000, 0.0)
+            await _attempt(pool, exchange, head, body, route)
+            upstream_seconds += time.perf_counter() - started
+            outcome = exchange.outcome
+            if outcome.committed:
+                break
+            retryable = outcome.error is not None or outcome.status in RETRYABLE_STATUS
+            if retryable and attempt < route.max_retries:
+                delay = retry_delay(attempt, outcome.headers if outcome.error is None else None)
+                if delay is not None:
+                    app.stats.retries += 1
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
             break
-        retryable = outcome.error is not None or outcome.status in RETRYABLE_STATUS
-        if retryable and attempt < route.max_retries:
-            delay = retry_delay(attempt, outcome.headers if outcome.error is None else None)
-            if delay is not None:
-                app.stats.retries += 1
-                await asyncio.sleep(delay)
-                attempt += 1
-                continue
-        break
-    if not outcome.committed:
-        _answer(app, client, request, outcome, cco_headers, upstream_seconds, rewrite)
+    except asyncio.CancelledError:
+        if flight is not None:
+            _abandon(flight)
+        raise
+    finally:
+        if flight is not None:
+            app.cache.end(flight)  # type: ignore[union-attr]
+    app.stats.count(outcome.status if outcome.error is None else outcome.error.status)
+    if outcome.committed:
+        entry = _remember_stream(app, request, route, model, cache, outcome)
+        if flight is not None:
+            assembler = outcome.assembler
+            if entry is not None:
+                flight.finish(FlightResult(entry=entry))
+            elif outcome.error is not None or (assembler is not None and not assembler.complete):
+                message = f"upstream {route.provider}: the stream ended early"
+                flight.finish(FlightResult(status=502, headers=wire.CONTENT_TYPE_JSON,
+                                           body=error_body(502, "api_error", message)))
+            else:
+                flight.finish(FlightResult(retry=True))  # complete but not storable: followers ask themselves
+    else:
+        status, headers, response = _answer(client, request, outcome, cco_headers, upstream_seconds, rewrite)
+        entry = None
+        if 200 <= status < 300 and outcome.error is None and app.cache is not None:
+            app.cache.verify_credential(cache.credential)
+            if cache.key is not None:
+                entry = _store(app, request, route, model, cache, response)
+        if flight is not None:
+            flight.finish(FlightResult(entry=entry) if entry is not None else
+                          FlightResult(status=status, headers=headers, body=response, retry=200 <= status < 300))
     if client.flow is not None and client.flow.write_paused:
         await client.drain()  # a client that does not read holds up its next pipelined request, not our memory
 
 
-def _answer(app: App, client: HttpProtocol, request: Request, outcome: Outcome, cco_headers: bytes,
-            upstream_seconds: float, rewrite: Callable[[bytes], bytes] | None) -> None:
-    """Writes a buffered upstream answer, or the proxy's error when no answer came."""
+def _abandon(flight: Flight) -> None:
+    """The leader's client went away (its upstream call is cancelled): attached stream followers get an error
+    event, the others send their own request."""
+    flight.stream_end(sse_error_event("api_error", "the shared upstream request was cancelled"))
+    flight.subscribers.clear()
+    flight.finish(FlightResult(retry=True))
+
+
+def _answer(client: HttpProtocol, request: Request, outcome: Outcome, cco_headers: bytes, upstream_seconds: float,
+            rewrite: Callable[[bytes], bytes] | None) -> tuple[int, bytes, bytes]:
+    """Writes a buffered upstream answer, or the proxy's error when no answer came; returns what was sent
+    (status, the upstream header block, body)."""
     overhead = (time.perf_counter() - request.received_at - upstream_seconds) * 1000
     extra = cco_headers + b"x-cco-overhead-ms: %.3f\r\n" % max(overhead, 0.0)
     if outcome.error is not None:
         err = outcome.error
-        app.stats.count(err.status)
-        client.send_error(request, err.status, err.error_type, err.message,
-                          headers=extra + b"request-id: " + new_request_id() + b"\r\n")
-        return
+        body = error_body(err.status, err.error_type, err.message)
+        client.send(request, err.status, extra + b"request-id: " + new_request_id() + b"\r\n", body)
+        return err.status, wire.CONTENT_TYPE_JSON, body
     block, request_id = anthropic.response_headers(outcome.headers)
     if request_id is None:
         extra += b"request-id: " + new_request_id() + b"\r\n"
@@ -237,8 +336,82 @@ def _answer(app: App, client: HttpProtocol, request: Request, outcome: Outcome, 
     response = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if rewrite is not None and 200 <= outcome.status < 300:
         response = rewrite(response)
-    app.stats.count(outcome.status)
     client.send(request, outcome.status, block + extra, response, content_type=b"")
+    return outcome.status, block, response
+
+
+def _store(app: App, request: Request, route: Route, model: str, cache: CachePlan, body: bytes) -> CacheEntry | None:
+    """Stores a complete 2xx answer (the exact bytes served); returns the entry, or None when it does not fit."""
+    assert app.cache is not None and cache.key is not None
+    try:
+        import orjson
+
+        usage = orjson.loads(body).get("usage") if cache.endpoint == "/v1/messages" else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return None  # not JSON: nothing a later request could be served
+    cost = usage_cost(app.config.pricing, model, usage) if isinstance(usage, dict) else 0.0
+    entry = CacheEntry(cache.key, body, model, cache.endpoint, cost, last_user_preview(request.body))
+    return entry if app.cache.put(entry) else None
+
+
+def _remember_stream(app: App, request: Request, route: Route, model: str, cache: CachePlan,
+                     outcome: Outcome) -> CacheEntry | None:
+    assembler = outcome.assembler
+    if outcome.error is not None or assembler is None or not assembler.complete:
+        return None  # cut off, failed or not SSE: never stored (SPEC §5)
+    if app.cache is not None:
+        app.cache.verify_credential(cache.credential)
+    if cache.key is None or not (200 <= outcome.status < 300):
+        return None
+    return _store(app, request, route, model, cache, message_bytes(assembler.message()))
+
+
+def serve_entry(client: HttpProtocol, request: Request, route: Route, model: str, entry: CacheEntry,
+                stream: bool, how: bytes) -> None:
+    """Answers from a stored entry, as JSON or as a synthesized SSE stream, whichever the request asked for."""
+    headers = (model_headers(route, model) + (CACHE_HIT if how == b"hit" else CACHE_COALESCED)
+               + b"request-id: " + new_request_id() + b"\r\nx-cco-overhead-ms: %.3f\r\n"
+               % ((time.perf_counter() - request.received_at) * 1000))
+    if stream and entry.endpoint == "/v1/messages":
+        client.send(request, 200, headers + wire.NO_BUFFERING + b"cache-control: no-cache\r\n",
+                    synthesize_sse(entry.message()), content_type=wire.CONTENT_TYPE_SSE)
+    else:
+        client.send(request, 200, headers, entry.body)
+
+
+async def follow(app: App, client: HttpProtocol, request: Request, route: Route, model: str, flight: Flight,
+                 stream: bool, again: Callable) -> None:
+    """An identical request is already upstream: wait for it (streams receive its bytes as they come)."""
+    cache = app.cache
+    assert cache is not None
+    subscriber = None
+    if stream:
+        own = model_headers(route, model) + CACHE_COALESCED + b"request-id: " + new_request_id() + b"\r\n"
+        if flight.head is not None:  # the leader's stream already started: catch up, then follow live
+            status, block = flight.head
+            client.write_stream(client.stream_head(request, status, block + own), list(flight.chunks))
+        subscriber = (client, request, own)
+        flight.subscribers.append(subscriber)
+        flight.followers += 1
+    try:
+        result = await asyncio.shield(flight.done)
+    finally:
+        if subscriber is not None and subscriber in flight.subscribers:
+            flight.subscribers.remove(subscriber)
+    if request.status:  # attached to the leader's stream, which has written everything
+        cache.count_coalesced(result.entry)
+        return
+    if result.retry:
+        pending = again()  # the leader gave up before answering: send our own request
+        if pending is not None:
+            await pending
+        return
+    cache.count_coalesced(result.entry)
+    if result.entry is not None:
+        serve_entry(client, request, route, model, result.entry, stream, b"coalesced")
+    else:
+        headers = model_headers(route, model) + CACHE_COALESCED + b"request-id: " + new_request_id() + b"\r\n"
+        client.send(request, result.status, result.headers + headers, result.body, content_type=b"")
 
 
 async def _attempt(pool, exchange: ForwardExchange, head: bytes, body: bytes, route: Route) -> None:

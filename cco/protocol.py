@@ -53,7 +53,7 @@ class Request:
     """One parsed client request. Header names are lower-case bytes, values as sent."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "received_at", "project",
-                 "error", "is_head")
+                 "error", "is_head", "status", "shape", "prefix")
 
     def __init__(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
                  keep_alive: bool) -> None:
@@ -67,6 +67,9 @@ class Request:
         self.project: str | None = None
         self.error: CcoError | None = None  # set when the request could not be parsed: answer it and close
         self.is_head = method == b"HEAD"
+        self.status = 0  # of the response, once written
+        self.shape = "anthropic"  # error shape: "openai" on the OpenAI-compatible endpoint
+        self.prefix = b""  # the /p/{project} path prefix the request came with
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -96,6 +99,7 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Request] = deque()
         self.task: asyncio.Task | None = None
         self.closed = False
+        self.closed_by_us = False  # close() called: the transport may still flush, but no new request runs
         self.broken = False  # the byte stream is unusable: answer what is queued, then close
         self.requests_served = 0
         self.opened_at = time.monotonic()
@@ -226,6 +230,8 @@ class HttpProtocol(asyncio.Protocol):
                           body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive())
         self._body = []
         self._headers = []
+        if self.closed_by_us:
+            return  # the connection is closing: nothing more is answered on it
         self.queue.append(request)
         if self.task is None:
             self._start_next()
@@ -241,50 +247,80 @@ class HttpProtocol(asyncio.Protocol):
         self._in_request = False
         bad = Request(b"GET", b"/", b"", [], b"", False)
         bad.error = error
-        self.queue.append(bad)
-        if self.task is None:
-            self._start_next()
+        if not self.closed_by_us:
+            self.queue.append(bad)
+            if self.task is None:
+                self._start_next()
 
     def _start_next(self) -> None:
-        request = self.queue.popleft()
-        self.response_started = False
-        self.task = self.loop.create_task(self._run(request))
+        """Handles queued requests in order: synchronously when the handler can answer at once (cache hits,
+        errors, admin), else in one task per request, which continues the queue when it ends."""
+        handler = self.handler
+        while self.queue and self.task is None and not self.closed:
+            request = self.queue.popleft()
+            self.response_started = False
+            try:
+                if request.error is not None:
+                    self.send_cco_error(request, request.error)
+                    pending = None
+                else:
+                    pending = handler.dispatch(request, self)
+            except CcoError as exc:
+                self.send_cco_error(request, exc)
+                pending = None
+            except Exception:
+                self._internal_error(request)
+                pending = None
+            if pending is not None:
+                self.task = self.loop.create_task(self._run(request, pending))
+                return
+            if not self._finish(request):
+                return
 
-    async def _run(self, request: Request) -> None:
+    async def _run(self, request: Request, pending) -> None:
         try:
-            if request.error is not None:
-                err = request.error
-                self.send_error(request, err.status, err.error_type, err.message)
-            else:
-                await self.handler(request, self)
+            await pending
         except asyncio.CancelledError:
             return  # the client went away
-        except Exception:
-            log.exception("unhandled error while handling %s %s", request.method.decode(), request.path.decode())
+        except CcoError as exc:
             if not self.response_started and not self.closed:
-                self.send_error(request, 500, "api_error", "internal proxy error")
+                self.send_cco_error(request, exc)
             elif not self.closed:
                 self.abort()
-        self._finish(request)
-
-    def _finish(self, request: Request) -> None:
+        except Exception:
+            self._internal_error(request)
         self.task = None
+        if self._finish(request):
+            self._start_next()
+
+    def _internal_error(self, request: Request) -> None:
+        log.exception("unhandled error while handling %s %s", request.method.decode(), request.path.decode())
+        if not self.response_started and not self.closed:
+            self.send_error(request, 500, "api_error", "internal proxy error")
+        elif not self.closed:
+            self.abort()
+
+    def _finish(self, request: Request) -> bool:
+        """After a response: False when the connection is done, True when the next request may run."""
         self.requests_served += 1
+        if self.handler.access_log:
+            self.handler.log_access(request)
         if self.closed:
-            return
+            return False
         assert self.transport is not None and self.flow is not None
         if not request.keep_alive or request.error is not None or self.registry.draining:
+            self.closed_by_us = True
             self.transport.close()
-            return
-        if self.queue:
-            if len(self.queue) <= MAX_PIPELINED_REQUESTS:
-                self.flow.resume_reading()
-            self._start_next()
-        else:
+            return False
+        if len(self.queue) <= MAX_PIPELINED_REQUESTS:
             self.flow.resume_reading()
+        if not self.queue:
             self.idle_since = time.monotonic()
             if self.broken:
+                self.closed_by_us = True
                 self.transport.close()
+                return False
+        return True
 
     # Responses (called by the handler for the request being handled)
 
@@ -301,6 +337,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         assert self.transport is not None
         self.response_started = True
+        request.status = status
         head = b"".join((wire.status_line(status), content_type, wire.content_length(len(body)), headers,
                          self._closing_header(request), b"\r\n"))
         if request.is_head or status in (204, 304):
@@ -310,6 +347,11 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.transport.writelines((head, body))
 
+    def send_cco_error(self, request: Request, exc: CcoError) -> None:
+        """The one mapping from an error type to its response: status, API error shape, retry headers."""
+        headers = exc.headers()
+        self.send_error(request, exc.status, exc.error_type, exc.message, headers=headers, shape=request.shape)
+
     def send_error(self, request: Request, status: int, error_type: str, message: str, headers: bytes = b"",
                    shape: str = "anthropic") -> None:
         extra = headers + b"x-should-retry: false\r\n" if status < 500 and status != 429 else headers
@@ -318,6 +360,7 @@ class HttpProtocol(asyncio.Protocol):
     def stream_head(self, request: Request, status: int, headers: bytes) -> bytes:
         """The head of a response with a chunked body, to be written by `write_stream`."""
         self.response_started = True
+        request.status = status
         return b"".join((wire.status_line(status), headers, wire.CHUNKED, self._closing_header(request), b"\r\n"))
 
     def write_stream(self, head: bytes, parts: list[bytes], end: bool = False) -> None:

@@ -16,6 +16,8 @@ import time
 import uvloop
 
 from cco.app import App, version_string
+from cco.cache import persist
+from cco.cache.store import ResponseCache
 from cco.config import Config
 from cco.protocol import HttpProtocol, Limits
 from cco.settings import Settings
@@ -58,7 +60,14 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         settings = self.settings
         self.stop_requested = asyncio.Event()
-        app = self.app = App(self.config, access_log_enabled=settings.access_log)
+        cache = None
+        if not settings.no_cache:
+            cache = ResponseCache(int(settings.cache_size_mb * 1024 * 1024), settings.cache_ttl,
+                                  self.config.cache.scope)
+            if self.config.cache.persist:
+                loaded = persist.load(cache, self._cache_file())
+                log.info("cache: loaded %d entries from %s", loaded, self._cache_file())
+        app = self.app = App(self.config, access_log_enabled=settings.access_log, cache=cache)
         limits = Limits(max_body_bytes=settings.max_body_bytes, header_timeout=settings.header_timeout,
                         idle_timeout=settings.idle_timeout)
         registry = self.registry
@@ -105,8 +114,17 @@ class ProxyServer:
             log.warning("drain timeout: aborting a connection with a request in flight")
             conn.abort()
         app.pools.close()
+        if app.cache is not None and self.config.cache.persist:
+            try:
+                saved = persist.save(app.cache, self._cache_file())
+                log.info("cache: saved %d entries to %s", saved, self._cache_file())
+            except Exception:
+                log.exception("cache: could not save to %s", self._cache_file())
         await asyncio.sleep(0)
         log.info("stopped")
+
+    def _cache_file(self):
+        return self.settings.data_path() / "cache.db"
 
 
 def run(settings: Settings, config: Config) -> None:

@@ -25,6 +25,9 @@ class Settings(msgspec.Struct, kw_only=True):
     header_timeout: float = 10.0
     idle_timeout: float = 75.0
     drain_timeout: float = 10.0
+    cache_size_mb: float = 500.0
+    cache_ttl: float = 3600.0
+    no_cache: bool = False
 
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()

@@ -125,8 +125,19 @@ def mock(mock_upstream):
 
 @pytest.fixture(scope="module", params=IMPLS)
 def proxy(request, mock_upstream, tmp_path_factory):
-    """A cco-proxy per implementation (compiled, pure), shared by a test module, routed to the mock."""
+    """A cco-proxy per implementation (compiled, pure), shared by a test module, routed to the mock, with the
+    cache off: these tests are about what passes through."""
     proc = ProxyProcess(tmp_path_factory.mktemp(f"proxy-{request.param}"), mock_upstream.url,
+                        impl=request.param, args=["--no-cache"]).start()
+    yield proc
+    code = proc.stop()
+    assert code == 0, proc.log()
+
+
+@pytest.fixture(scope="module", params=IMPLS)
+def cached_proxy(request, mock_upstream, tmp_path_factory):
+    """Like `proxy`, with the response cache on (default settings)."""
+    proc = ProxyProcess(tmp_path_factory.mktemp(f"cached-{request.param}"), mock_upstream.url,
                         impl=request.param).start()
     yield proc
     code = proc.stop()

@@ -52,22 +52,6 @@ def test_response_headers_drop_framing_and_return_request_id():
     assert request_id == b"req_9"
 
 
-def test_stream_observer_reads_usage_and_completion_byte_by_byte():
-    stream = (b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":10,'
-              b'"cache_read_input_tokens":4,"output_tokens":1}}}\n\n'
-              b'event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n'
-              b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"tool_use"},'
-              b'"usage":{"output_tokens":42}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n')
-    obs = anthropic.StreamObserver()
-    for i in range(len(stream)):
-        obs.feed(stream[i:i + 1])
-    assert (obs.input_tokens, obs.output_tokens, obs.cache_read_tokens) == (10, 42, 4)
-    assert obs.stop_reason == "tool_use" and obs.complete and not obs.failed
-    cut = anthropic.StreamObserver()
-    cut.feed(stream[:-20])
-    assert not cut.complete
-
-
 def test_results_url_rewritten_for_a_batch_and_a_page():
     r = route()
     batch = {"id": "b1", "results_url": "https://api.example.com/base/v1/messages/batches/b1/results"}

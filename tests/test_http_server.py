@@ -261,8 +261,8 @@ def test_malformed_request_line(proxy):
 
 @pytest.mark.parametrize("body,words", [
     (b'{"model": "claude-sonnet-4-5", "max_tokens": 1O}', ["JSON", "byte 46"]),
-    (b'{"model": "claude-sonnet-4-5", "max_tokens": ', ["JSON", "truncated", "byte 45"]),
-    (b"", ["JSON", "empty body"]),
+    (b'{"model": "claude-sonnet-4-5", "max_tokens": ', ["JSON", "ends early", "byte 45"]),
+    (b"", ["JSON", "ends early", "byte 0"]),
     (b"[]", ["object"]),
     (b'{"max_tokens": 10, "messages": []}', ["model"]),
     (b'{"model": "claude-sonnet-4-5", "max_tokens": "lots", "messages": []}', ["$.max_tokens"]),

@@ -14,22 +14,32 @@ from tests.http_util import parse_responses
 
 
 class EchoApp:
-    """Answers each request with its method, path, query and body; optionally slower for some paths."""
+    """Answers each request with its method, path, query and body: at once, or after a delay for some paths
+    (the handler interface: `dispatch` answers and returns None, or returns a coroutine to run as a task)."""
+
+    access_log = False
 
     def __init__(self) -> None:
         self.seen = []
         self.delays: dict[bytes, float] = {}
         self.cancelled = 0
 
-    async def __call__(self, request, conn):
+    def dispatch(self, request, conn):
         self.seen.append(request)
-        delay = self.delays.get(request.path)
-        if delay:
-            try:
-                await asyncio.sleep(delay)
-            except asyncio.CancelledError:
-                self.cancelled += 1
-                raise
+        if self.delays.get(request.path):
+            return self.answer_later(request, conn)
+        self.answer(request, conn)
+        return None
+
+    async def answer_later(self, request, conn):
+        try:
+            await asyncio.sleep(self.delays[request.path])
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.answer(request, conn)
+
+    def answer(self, request, conn):
         body = b"%s %s ?%s %s" % (request.method, request.path, request.query, request.body)
         conn.send(request, 200, b"", body, content_type=b"content-type: text/plain\r\n")
 
@@ -289,10 +299,10 @@ def test_expect_100_continue():
 
 def test_handler_crash_is_500_and_the_connection_survives():
     class Crashing(EchoApp):
-        async def __call__(self, request, conn):
+        def dispatch(self, request, conn):
             if request.path == b"/boom":
                 raise RuntimeError("boom")
-            await super().__call__(request, conn)
+            return super().dispatch(request, conn)
 
     async def go():
         app, proto, transport = await make(Crashing())
@@ -305,7 +315,7 @@ def test_handler_crash_is_500_and_the_connection_survives():
 
 def test_streamed_response_is_valid_chunked_http():
     class Streaming(EchoApp):
-        async def __call__(self, request, conn):
+        def dispatch(self, request, conn):
             conn.start_stream(request, 200, b"content-type: text/event-stream\r\n")
             conn.write_chunk(b"event: a\ndata: 1\n\n")
             conn.write_chunk(b"x" * 20000)

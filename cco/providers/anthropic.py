@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from cco._fast import SseSplitter, parse_event
 from cco.routing import Route
 from cco.wire import HOP_BY_HOP
 
@@ -69,56 +68,6 @@ def response_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes |
             request_id = value
         parts += (name, b": ", value, b"\r\n")
     return b"".join(parts), request_id
-
-
-class StreamObserver:
-    """Watches a forwarded SSE stream without touching it: usage and whether it ended with message_stop."""
-
-    __slots__ = ("splitter", "input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
-                 "stop_reason", "complete", "failed")
-
-    def __init__(self) -> None:
-        self.splitter = SseSplitter()
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cache_creation_tokens = 0
-        self.cache_read_tokens = 0
-        self.stop_reason: str | None = None
-        self.complete = False
-        self.failed = False
-
-    def feed(self, data: bytes) -> None:
-        for block in self.splitter.feed(data):
-            # most events are content deltas and pings: skip them without decoding (fast path only; an
-            # unusual spelling falls through to the full parse below)
-            if block.startswith(b"event: content_block") or block.startswith(b"event: ping"):
-                continue
-            event, payload = parse_event(block)
-            if event == b"message_start" or event == b"message_delta":
-                try:
-                    obj = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    continue
-                if event == b"message_start":
-                    self._usage((obj.get("message") or {}).get("usage"))
-                else:
-                    self._usage(obj.get("usage"))
-                    self.stop_reason = (obj.get("delta") or {}).get("stop_reason") or self.stop_reason
-            elif event == b"message_stop":
-                self.complete = True
-            elif event == b"error":
-                self.failed = True
-
-    def _usage(self, usage: object) -> None:
-        # message_delta usage is cumulative (reference/protocols.md §1.5): overwrite, never add
-        if not isinstance(usage, dict):
-            return
-        for field, attr in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
-                            ("cache_creation_input_tokens", "cache_creation_tokens"),
-                            ("cache_read_input_tokens", "cache_read_tokens")):
-            value = usage.get(field)
-            if isinstance(value, int):
-                setattr(self, attr, value)
 
 
 def rewrite_results_urls(body: bytes, base_url: str, route: Route) -> bytes:

@@ -1,0 +1,1 @@
+"""The response cache: stored messages, their assembly from a stream and their replay (SPEC §5)."""
