@@ -22,7 +22,7 @@ The behaviour is picked with the request header ``x-mock-mode`` (absent = normal
   big-stream         2000 text_delta events of 1 KB each, ended properly
   close              normal answer with ``connection: close``, then close
 
-``x-mock-delay-ms`` delays the response head in any mode.
+``x-mock-delay-ms`` delays the response head in any mode; ``x-mock-answer-bytes: N`` pads a text answer to about N bytes.
 
 Run standalone:  python tests/mock_anthropic.py --port 9101   (prints "listening <port>")
 """
@@ -318,6 +318,11 @@ class MockAnthropic:
             if params is None:
                 return await self._send_error(writer, 400, n, keep_alive, message="mock: body must be JSON")
             msg = self._make_message(params, n, len(req.body), mode)
+            pad = req.headers.get("x-mock-answer-bytes", "")
+            if pad.isdigit() and msg["content"] and msg["content"][0]["type"] == "text":
+                # a long answer of about that many bytes (cache memory tests)
+                text = msg["content"][0]["text"]
+                msg["content"][0]["text"] = text + " " + "lorem ipsum " * max((int(pad) - len(text)) // 12, 0)
             if params.get("stream"):
                 return await self._stream(writer, msg, rid, keep_alive, mode)
             return await self._send_json(writer, 200, msg, rid, keep_alive, mode)
