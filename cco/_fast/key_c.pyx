@@ -65,7 +65,9 @@ cdef inline Py_ssize_t fail(Scan* s, int err, Py_ssize_t pos) noexcept nogil:
 
 cdef inline Py_ssize_t ws(Scan* s, Py_ssize_t i) noexcept nogil:
     cdef const unsigned char* p = s.p
-    while i < s.n and (p[i] == 32 or p[i] == 10 or p[i] == 13 or p[i] == 9):
+    cdef Py_ssize_t n = s.n
+    # one comparison for the common case (no whitespace: SDKs send compact JSON)
+    while i < n and p[i] <= 32 and (p[i] == 32 or p[i] == 10 or p[i] == 13 or p[i] == 9):
         i += 1
     return i
 
@@ -87,7 +89,7 @@ cdef inline int hex4(const unsigned char* p) noexcept nogil:
     return value
 
 
-cdef Py_ssize_t scan_string(Scan* s, Py_ssize_t i) noexcept nogil:
+cdef inline Py_ssize_t scan_string(Scan* s, Py_ssize_t i) noexcept nogil:
     """p[i] is '"'; returns the index after the closing quote, or -1."""
     cdef const unsigned char* p = s.p
     cdef Py_ssize_t n = s.n
@@ -137,7 +139,7 @@ cdef inline Py_ssize_t digits(const unsigned char* p, Py_ssize_t i, Py_ssize_t n
     return i
 
 
-cdef Py_ssize_t scan_number(Scan* s, Py_ssize_t i) noexcept nogil:
+cdef inline Py_ssize_t scan_number(Scan* s, Py_ssize_t i) noexcept nogil:
     cdef const unsigned char* p = s.p
     cdef Py_ssize_t n = s.n
     cdef Py_ssize_t start = i

@@ -1,0 +1,58 @@
+"""Microbenchmark: the cache key (scan + canonical form + xxh3-128), compiled vs pure, ~1 KB and ~100 KB bodies.
+
+    python benchmarks/bench_key.py [--repeat 5] [--number 2000]
+
+Prints the median µs per key over the repeats, for each implementation and body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import payloads  # noqa: E402
+
+from cco._fast import key_py  # noqa: E402
+
+CONTEXT = b"claude-sonnet-4-5\x00anthropic\x00/v1/messages\x00global\x002023-06-01\x00"
+
+
+def measure(module, body: bytes, number: int, repeat: int) -> float:
+    scan_request = module.scan_request
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            scan_request(body).key(CONTEXT)
+        samples.append((time.perf_counter() - start) / number * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--number", type=int, default=2000)
+    args = parser.parse_args()
+    modules = {"pure": key_py}
+    try:
+        from cco._fast import key_c
+
+        modules["compiled"] = key_c
+    except ImportError:
+        print("compiled extension not built: pure only")
+    bodies = {"1k": payloads.build("1k"), "100k": payloads.build("100k")}
+    print("| body | bytes | " + " | ".join(f"{name} µs/key" for name in modules) + " |")
+    print("|---|---|" + "---|" * len(modules))
+    for label, body in bodies.items():
+        figures = [measure(module, body, args.number, args.repeat) for module in modules.values()]
+        print(f"| {label} | {len(body)} | " + " | ".join(f"{f:.2f}" for f in figures) + " |")
+
+
+if __name__ == "__main__":
+    main()
