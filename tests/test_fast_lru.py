@@ -349,37 +349,57 @@ def test_invalid_arguments(lru, clock):
 
 
 def test_finalizers_may_reenter_the_cache(lru, clock):
-    """A value whose finalizer uses the cache while being evicted must find it consistent (and must not crash
-    the compiled twin, whose list links are borrowed pointers)."""
+    """A value whose finalizer uses the cache while being removed must find it consistent (and must not crash the
+    compiled twin, whose list links are borrowed pointers)."""
     cache = lru.LRU(6 * charge(b"k00", 10), OVERHEAD, clock)
+    finalized, errors = [], []
 
     class Value:
         def __init__(self, size: int) -> None:
             self.size = size
 
         def __del__(self) -> None:
-            cache.get(b"k00")
-            cache.put(b"r%d" % (id(self) % 1000), ("plain", 1), 1, 0)
-            b"k01" in cache
-            cache.items()
+            try:  # an exception here would only be an unraisable warning: record it instead
+                n = len(finalized)
+                finalized.append(n)
+                cache.get(b"k%02d" % (n % 60))
+                cache.put(b"r%d" % (n % 5), ("plain", 1), 1, 0)
+                assert (b"k01" in cache) in (True, False)
+                cache.items()
+                if n % 4 == 0:
+                    cache.purge_expired()
+            except Exception as exc:
+                errors.append(exc)
+
+    def assert_consistent() -> None:
+        now, clock.now = clock.now, float("-inf")  # nothing is expired at -inf: items() shows every entry
+        live = cache.items()
+        clock.now = now
+        assert len(live) == len(cache)
+        sizes = [value.size if isinstance(value, Value) else value[1] for _, value, _ in live]
+        assert cache.bytes_used == sum(len(key) + size + OVERHEAD for (key, _, _), size in zip(live, sizes))
+        assert cache.bytes_used <= cache.max_bytes
 
     for i in range(60):
         cache.put(b"k%02d" % i, Value(10), 10, 0 if i % 3 else 1)
+        assert_consistent()
         if i % 7 == 0:
             clock.now += 1
             cache.purge_expired()
+            assert_consistent()
         if i % 11 == 0:
             cache.pop(b"k%02d" % (i - 1))
+            assert_consistent()
         if i % 13 == 0:
             cache.max_bytes = cache.max_bytes - 1
+            assert_consistent()
     cache.clear()
+    assert_consistent()
     cache.put(b"last", Value(10), 10, 0)
-    live = cache.items()
-    assert len(live) == len(cache)
-    expected = sum(len(key) + (value.size if isinstance(value, Value) else 1) + OVERHEAD for key, value, _ in live)
-    assert cache.bytes_used == expected <= cache.max_bytes
-    cache.max_bytes = 0  # releases everything, finalizers included
-    assert len(cache) == 0 or cache.bytes_used == sum(len(k) + 1 + OVERHEAD for k, _, _ in cache.items())
+    cache.max_bytes = 0  # releases everything; the finalizers' puts no longer fit
+    assert_consistent()
+    assert len(cache) == 0 and cache.bytes_used == 0
+    assert len(finalized) == 61 and errors == []
 
 
 def test_selector_exports_lru():

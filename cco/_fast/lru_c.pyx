@@ -136,7 +136,7 @@ cdef class LRU:
         self._map = fresh
         self._root.prev = self._root.next = <PyObject*>self._root
         self._bytes = 0
-        # `old`, with every node and value, is released on return
+        del old  # every node and value goes now, with the cache already empty
 
     def purge_expired(self):
         cdef double now = self._clock()
