@@ -153,8 +153,8 @@ def _require(request: Request, *methods: bytes) -> None:
 
 
 _str_decoder = msgspec.json.Decoder(str)
-_bool_decoder = msgspec.json.Decoder(bool)
-_int_decoder = msgspec.json.Decoder(int)
+_bool_decoder = msgspec.json.Decoder(bool | None)
+_optional_int_decoder = msgspec.json.Decoder(int | None)
 
 
 def _scan(body: bytes):
@@ -199,8 +199,7 @@ def messages(app: App, request: Request, client: HttpProtocol):
     scan = _scan(request.body)
     model = _field(scan, b"model", _str_decoder, "a string", required=True)
     stream = _field(scan, b"stream", _bool_decoder, "a boolean") or False
-    if scan.value(b"max_tokens") is not None and scan.value(b"max_tokens") != b"null":
-        _field(scan, b"max_tokens", _int_decoder, "an integer")
+    _field(scan, b"max_tokens", _optional_int_decoder, "an integer")
     route = app.route_for(model)
     return _cached_forward(app, request, client, route, model, scan, b"/v1/messages", stream,
                            lambda: messages(app, request, client))

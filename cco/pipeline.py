@@ -19,6 +19,7 @@ request's client went away first.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -196,8 +197,13 @@ def _write_subscriber_head(client: HttpProtocol, request: Request, status: int, 
     client.write_stream(client.stream_head(request, status, headers), [])
 
 
+_REQUEST_ID_PREFIX = b"req_cco_" + os.urandom(6).hex().encode()
+_request_counter = itertools.count(1)
+
+
 def new_request_id() -> bytes:
-    return b"req_cco_" + os.urandom(12).hex().encode()
+    """Unique per process run and request: a random prefix chosen at start-up and a counter (no syscall)."""
+    return _REQUEST_ID_PREFIX + b"%012x" % next(_request_counter)
 
 
 def retry_delay(attempt: int, headers: list[tuple[bytes, bytes]] | None) -> float | None:

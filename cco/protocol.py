@@ -53,7 +53,7 @@ class Request:
     """One parsed client request. Header names are lower-case bytes, values as sent."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "received_at", "project",
-                 "error", "is_head", "status", "shape", "prefix")
+                 "error", "is_head", "status", "shape", "prefix", "_header_map")
 
     def __init__(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
                  keep_alive: bool) -> None:
@@ -70,12 +70,14 @@ class Request:
         self.status = 0  # of the response, once written
         self.shape = "anthropic"  # error shape: "openai" on the OpenAI-compatible endpoint
         self.prefix = b""  # the /p/{project} path prefix the request came with
+        self._header_map: dict[bytes, bytes] | None = None
 
     def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        """The first value of a header (names are lower-case); a map is built on the first lookup."""
+        header_map = self._header_map
+        if header_map is None:
+            header_map = self._header_map = dict(reversed(self.headers))
+        return header_map.get(name)
 
 
 class _ParseAbort(Exception):
@@ -146,6 +148,8 @@ class HttpProtocol(asyncio.Protocol):
         self._last_data = time.monotonic()
         try:
             self.parser.feed_data(data)
+            if self._in_request and not self._headers_done:
+                self._check_head_limits()
         except _ParseAbort as abort:
             self._fail(abort.error)
         except httptools.HttpParserUpgrade:
@@ -190,17 +194,14 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._header_bytes += len(url)
-        if self._header_bytes > self.limits.max_header_bytes:
-            raise _ParseAbort(HeadersTooLarge("request line and headers exceed the size limit"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Limits are checked once per read in data_received (a per-header check costs more than the parse).
         self._header_bytes += len(name) + len(value) + 4
-        headers = self._headers
-        if self._header_bytes > self.limits.max_header_bytes or len(headers) >= self.limits.max_headers:
-            raise _ParseAbort(HeadersTooLarge("request headers exceed the size or count limit"))
-        headers.append((name.lower(), value))
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self._check_head_limits()
         self._headers_done = True
         limit = self.limits.max_body_bytes
         for name, value in self._headers:
@@ -214,6 +215,10 @@ class HttpProtocol(asyncio.Protocol):
             elif name == b"expect" and value.lower() == b"100-continue":
                 assert self.transport is not None
                 self.transport.write(CONTINUE_100)
+
+    def _check_head_limits(self) -> None:
+        if self._header_bytes > self.limits.max_header_bytes or len(self._headers) > self.limits.max_headers:
+            raise _ParseAbort(HeadersTooLarge("request line and headers exceed the size or count limit"))
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -338,14 +343,15 @@ class HttpProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.response_started = True
         request.status = status
-        head = b"".join((wire.status_line(status), content_type, wire.content_length(len(body)), headers,
-                         self._closing_header(request), b"\r\n"))
+        parts = [wire.status_line(status), content_type, b"content-length: %d\r\n" % len(body), headers,
+                 self._closing_header(request), b"\r\n"]
         if request.is_head or status in (204, 304):
-            self.transport.write(head)
+            self.transport.write(b"".join(parts))
         elif len(body) < 16384:
-            self.transport.write(head + body)
+            parts.append(body)
+            self.transport.write(b"".join(parts))
         else:
-            self.transport.writelines((head, body))
+            self.transport.writelines((b"".join(parts), body))
 
     def send_cco_error(self, request: Request, exc: CcoError) -> None:
         """The one mapping from an error type to its response: status, API error shape, retry headers."""
