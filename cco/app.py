@@ -142,8 +142,10 @@ class App:
                                 request.header(b"anthropic-beta") or b""))
         # A route that forwards the client's own credential serves hits only to credentials seen to succeed.
         trusted = route.api_key is not None or cache.credential_verified(credential)
-        return CachePlan(scan.key(context), readable=trusted and not refresh, shareable=trusted,
-                         credential=credential, endpoint=endpoint.decode())
+        key = scan.key(context)
+        flight_key = None if refresh else (key if trusted else key + b"%x" % credential)
+        return CachePlan(key, readable=trusted and not refresh, flight_key=flight_key, credential=credential,
+                         endpoint=endpoint.decode())
 
 
 def _require(request: Request, *methods: bytes) -> None:
@@ -225,14 +227,16 @@ def _cached_forward(app: App, request: Request, client: HttpProtocol, route: Rou
             cache.hits += 1
             serve_entry(client, request, route, model, entry, stream, b"hit")
             return None
-        flight = cache.inflight.get(plan.key)
+    if plan.flight_key is not None:
+        assert cache is not None
+        flight = cache.inflight.get(plan.flight_key)
         if flight is not None:
             return follow(app, client, request, route, model, flight, stream, again)
     if plan.key is not None:
         assert cache is not None
         cache.misses += 1
-        if plan.shareable and plan.key not in cache.inflight:
-            plan.flight = cache.begin(plan.key, app.loop)
+        if plan.flight_key is not None:
+            plan.flight = cache.begin(plan.flight_key, app.loop)
     body = _strip_model(request.body, route, model)
     return forward(app, client, request, route, model, endpoint, body, stream_through=stream, cache=plan)
 

@@ -58,14 +58,16 @@ CACHE_COALESCED = b"x-cco-cache: coalesced\r\n"
 class CachePlan:
     """The cache's part in one request: its key, whether it may read, and the flight it leads (if any)."""
 
-    __slots__ = ("key", "readable", "shareable", "credential", "endpoint", "flight")
+    __slots__ = ("key", "readable", "flight_key", "credential", "endpoint", "flight")
     BYPASS: CachePlan
 
-    def __init__(self, key: bytes | None, readable: bool = False, shareable: bool = False, credential: int = 0,
-                 endpoint: str = "") -> None:
+    def __init__(self, key: bytes | None, readable: bool = False, flight_key: bytes | None = None,
+                 credential: int = 0, endpoint: str = "") -> None:
         self.key = key
         self.readable = readable
-        self.shareable = shareable  # may lead a flight others join (its credential is trusted)
+        # The in-flight table key: the cache key for a trusted credential; for one not yet seen to succeed, the
+        # key plus the credential, so that only requests with that same credential wait on its answer.
+        self.flight_key = flight_key
         self.credential = credential
         self.endpoint = endpoint
         self.flight: Flight | None = None

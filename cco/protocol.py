@@ -173,11 +173,10 @@ class HttpProtocol(asyncio.Protocol):
         self.flow.resume_writing()
 
     def eof_received(self) -> bool | None:
-        # Half-close: answer what is queued, then close (returning None closes the transport once written).
-        if self.task is None and not self.queue:
-            return None
-        self.broken = True
-        return True
+        # The client closed its side. Like nginx (499), take it as the client leaving: a request in flight is
+        # cancelled — with its upstream call — rather than completed for nobody. Returning None closes the
+        # transport, and connection_lost does the cancelling.
+        return None
 
     # Parser callbacks
 

@@ -77,8 +77,10 @@ def parse_responses(raw: bytes, requests: list[tuple[str, str]]) -> list[H11Resp
 
 
 def exchange(port: int, data: bytes, requests: list[tuple[str, str]], timeout: float = 10.0,
-             shutdown_write: bool = True) -> list[H11Response]:
-    """Sends `data` on a new connection, half-closes, reads until the server closes, parses with h11."""
+             shutdown_write: bool = False) -> list[H11Response]:
+    """Sends `data` on a new connection, reads until the server closes (the last request should say
+    `connection: close`), parses with h11. `shutdown_write` half-closes first — which the proxy takes as the
+    client leaving: requests still in flight are cancelled."""
     with connect(port, timeout) as sock:
         sock.sendall(data)
         if shutdown_write:

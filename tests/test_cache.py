@@ -287,6 +287,23 @@ def concurrently(proxy, mock, n: int, payload: dict, headers: dict) -> list[H11R
         return [leader.result(timeout=60)] + [f.result(timeout=60) for f in followers]
 
 
+def test_single_flight_for_a_credential_not_yet_verified(cached_proxy, mock):
+    """A new key's identical concurrent requests share its one call; another new key never joins that flight."""
+    fresh = "sk-" + uniq("fresh")
+    payload = body(uniq("unverified"))
+    headers = {"x-mock-delay-ms": "1000"}
+    with ThreadPoolExecutor(6) as pool:
+        leader = pool.submit(send, cached_proxy, payload, headers, key=fresh)
+        assert wait_for(lambda: mock.count() >= 1, timeout=10)
+        same_key = [pool.submit(send, cached_proxy, payload, headers, key=fresh) for _ in range(4)]
+        other_key = pool.submit(send, cached_proxy, payload, headers, key="sk-" + uniq("other"))
+        answers = [leader.result(timeout=60)] + [f.result(timeout=60) for f in same_key]
+        stranger = other_key.result(timeout=60)
+    assert [outcome(r) for r in answers] == ["miss"] + ["coalesced"] * 4
+    assert outcome(stranger) == "miss"  # a different unverified key gets its own upstream call
+    assert mock.count() == 2
+
+
 def test_single_flight_non_stream(trusted, mock):
     before = stats(trusted)
     answers = concurrently(trusted, mock, 20, body(uniq("flight")), {"x-mock-delay-ms": "1000"})

@@ -66,9 +66,10 @@ def assert_error(resp: H11Response, status: int, error_type: str, *words: str) -
 
 
 def one(port: int, data: bytes, method: str = "POST", target: str = MESSAGES, timeout: float = 10.0) -> H11Response:
-    """Sends one request on a new connection (then half-closes) and returns the single answer."""
-    [resp] = exchange(port, data, [(method, target)], timeout=timeout)
-    return resp
+    """Sends one request on a new connection and returns its answer (parsed with h11)."""
+    with Conn(port, timeout) as conn:
+        conn.send(data)
+        return conn.response(method, target)
 
 
 def assert_alive(port: int) -> None:

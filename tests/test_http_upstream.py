@@ -12,7 +12,7 @@ import h11
 import pytest
 
 from tests.conftest import IMPLS, free_port
-from tests.http_util import H11Response, post, wait_for
+from tests.http_util import H11Response, connect, post, wait_for
 from tests.test_http_server import MESSAGES, MODEL, Conn, assert_alive, assert_error, message, one, reply_text
 
 pytestmark = pytest.mark.integration
@@ -192,3 +192,15 @@ def test_proxy_key_and_route_headers(impl, make_proxy, mock):
     assert "authorization" not in {k for k, _ in raw}
     assert [v for k, v in raw if k == "anthropic-beta"] == ["route"]
     assert [v for k, v in raw if k == "x-route-tag"] == ["t1"]
+
+
+def test_client_closing_cancels_a_non_stream_upstream_request(proxy, mock):
+    """A client that closes its connection (EOF) while waiting cancels the upstream call (nginx's 499)."""
+    data = post(MESSAGES, message("abandoned"), {"x-mock-delay-ms": "3000"}, keep_alive=True)
+    sock = connect(proxy.port)
+    sock.sendall(data)
+    assert wait_for(lambda: mock.count() >= 1, timeout=10)
+    assert wait_for(lambda: proxy.health()["upstream_connections"] >= 1, timeout=5)
+    sock.close()
+    assert wait_for(lambda: proxy.health()["upstream_connections"] == 0, timeout=2.5)  # before the 3 s answer
+    assert reply_text(one(proxy.port, post(MESSAGES, message("still serving")))) == "Hello from mock: still serving"
