@@ -19,7 +19,7 @@ from cco._fast import IMPL, JsonSyntaxError, scan_request
 from cco.cache.store import ResponseCache
 from cco.config import Config
 from cco.errors import InvalidRequest, MethodNotAllowed, NotFound, ProviderNotAvailable, ServiceUnavailable
-from cco.pipeline import CachePlan, follow, forward, serve_entry
+from cco.pipeline import CachePlan, entry_cost, follow, forward, serve_entry
 from cco.protocol import HttpProtocol, Request
 from cco.providers import anthropic
 from cco.routing import Route, Router
@@ -57,6 +57,8 @@ class App:
         self.pools = PoolManager()
         self.stats = Stats()
         self.cache = cache
+        if cache is not None:
+            cache.cost_of = lambda entry: entry_cost(config.pricing, entry)
         self.started = time.time()
         self.draining = False
         self.access_log = access_log_enabled
@@ -222,7 +224,7 @@ def _cached_forward(app: App, request: Request, client: HttpProtocol, route: Rou
     cache = app.cache
     if plan.readable:
         assert cache is not None
-        entry = cache.get(plan.key)
+        entry = cache.get(plan.key, request.body)
         if entry is not None:
             cache.hits += 1
             serve_entry(client, request, route, model, entry, stream, b"hit")

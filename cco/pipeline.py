@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable
 
 from cco import wire
 from cco._fast import SseSplitter, parse_event
-from cco.cache.message import StreamAssembler, last_user_preview, message_bytes, synthesize_sse
+from cco.cache.message import StreamAssembler, message_bytes, synthesize_sse
 from cco.cache.store import CacheEntry, Flight, FlightResult
 from cco.errors import UpstreamError, error_body, sse_error_event
 from cco.pricing import usage_cost
@@ -309,8 +309,8 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
         entry = None
         if 200 <= status < 300 and outcome.error is None and app.cache is not None:
             app.cache.verify_credential(cache.credential)
-            if cache.key is not None:
-                entry = _store(app, request, route, model, cache, response)
+            if cache.key is not None and _is_json(outcome.headers):
+                entry = _store(app, route, model, cache, response)
         if flight is not None:
             flight.finish(FlightResult(entry=entry) if entry is not None else
                           FlightResult(status=status, headers=headers, body=response, retry=200 <= status < 300))
@@ -348,18 +348,26 @@ def _answer(client: HttpProtocol, request: Request, outcome: Outcome, cco_header
     return outcome.status, block, response
 
 
-def _store(app: App, request: Request, route: Route, model: str, cache: CachePlan, body: bytes) -> CacheEntry | None:
+def _store(app: App, route: Route, model: str, cache: CachePlan, body: bytes) -> CacheEntry | None:
     """Stores a complete 2xx answer (the exact bytes served); returns the entry, or None when it does not fit."""
     assert app.cache is not None and cache.key is not None
-    try:
-        import orjson
-
-        usage = orjson.loads(body).get("usage") if cache.endpoint == "/v1/messages" else None
-    except (orjson.JSONDecodeError, AttributeError):
-        return None  # not JSON: nothing a later request could be served
-    cost = usage_cost(app.config.pricing, model, usage) if isinstance(usage, dict) else 0.0
-    entry = CacheEntry(cache.key, body, model, cache.endpoint, cost, last_user_preview(request.body))
+    entry = CacheEntry(cache.key, body, model, cache.endpoint)
     return entry if app.cache.put(entry) else None
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.startswith(b"application/json")
+    return False
+
+
+def entry_cost(pricing: dict, entry: CacheEntry) -> float:
+    """What the call that produced `entry` cost, from its usage at list prices (0 for count_tokens)."""
+    if entry.endpoint != "/v1/messages":
+        return 0.0
+    usage = entry.message().get("usage")
+    return usage_cost(pricing, entry.model, usage) if isinstance(usage, dict) else 0.0
 
 
 def _remember_stream(app: App, request: Request, route: Route, model: str, cache: CachePlan,
@@ -371,7 +379,7 @@ def _remember_stream(app: App, request: Request, route: Route, model: str, cache
         app.cache.verify_credential(cache.credential)
     if cache.key is None or not (200 <= outcome.status < 300):
         return None
-    return _store(app, request, route, model, cache, message_bytes(assembler.message()))
+    return _store(app, route, model, cache, message_bytes(assembler.message()))
 
 
 def serve_entry(client: HttpProtocol, request: Request, route: Route, model: str, entry: CacheEntry,
@@ -407,14 +415,14 @@ async def follow(app: App, client: HttpProtocol, request: Request, route: Route,
         if subscriber is not None and subscriber in flight.subscribers:
             flight.subscribers.remove(subscriber)
     if request.status:  # attached to the leader's stream, which has written everything
-        cache.count_coalesced(result.entry)
+        cache.count_coalesced(result.entry, request.body)
         return
     if result.retry:
         pending = again()  # the leader gave up before answering: send our own request
         if pending is not None:
             await pending
         return
-    cache.count_coalesced(result.entry)
+    cache.count_coalesced(result.entry, request.body)
     if result.entry is not None:
         serve_entry(client, request, route, model, result.entry, stream, b"coalesced")
     else:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from cco import wire
+from cco.driver import Driver
 from cco.errors import CcoError, HeadersTooLarge, InvalidRequest, RequestTooLarge, error_body
 from cco.flow_control import CLIENT_WRITE_HIGH_WATER, CLIENT_WRITE_LOW_WATER, MAX_PIPELINED_REQUESTS, FlowControl
 
@@ -99,7 +100,7 @@ class HttpProtocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()
-        self.task: asyncio.Task | None = None
+        self.task: Driver | None = None  # the request being handled, when it waits on an upstream
         self.closed = False
         self.closed_by_us = False  # close() called: the transport may still flush, but no new request runs
         self.broken = False  # the byte stream is unusable: answer what is queued, then close
@@ -272,33 +273,34 @@ class HttpProtocol(asyncio.Protocol):
             except CcoError as exc:
                 self.send_cco_error(request, exc)
                 pending = None
-            except Exception:
-                self._internal_error(request)
+            except Exception as exc:
+                self._internal_error(request, exc)
                 pending = None
             if pending is not None:
-                self.task = self.loop.create_task(self._run(request, pending))
+                driver = self.task = Driver(pending, self.loop, lambda exc, r=request: self._request_done(r, exc))
+                driver.start()  # may finish at once, and then continue the queue itself
                 return
             if not self._finish(request):
                 return
 
-    async def _run(self, request: Request, pending) -> None:
-        try:
-            await pending
-        except asyncio.CancelledError:
+    def _request_done(self, request: Request, exc: BaseException | None) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            self.task = None
             return  # the client went away
-        except CcoError as exc:
+        if isinstance(exc, CcoError):
             if not self.response_started and not self.closed:
                 self.send_cco_error(request, exc)
             elif not self.closed:
                 self.abort()
-        except Exception:
-            self._internal_error(request)
+        elif exc is not None:
+            self._internal_error(request, exc)
         self.task = None
         if self._finish(request):
             self._start_next()
 
-    def _internal_error(self, request: Request) -> None:
-        log.exception("unhandled error while handling %s %s", request.method.decode(), request.path.decode())
+    def _internal_error(self, request: Request, exc: BaseException) -> None:
+        log.error("unhandled error while handling %s %s", request.method.decode(), request.path.decode(),
+                  exc_info=exc)
         if not self.response_started and not self.closed:
             self.send_error(request, 500, "api_error", "internal proxy error")
         elif not self.closed:

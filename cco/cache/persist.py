@@ -40,7 +40,8 @@ def save(cache: ResponseCache, path: Path) -> int:
     for key, entry, expires_at in cache.lru.items():
         remaining = expires_at - now_mono if expires_at else 0.0
         wall_expiry = now_wall + remaining if expires_at else 0.0
-        rows.append((key, entry.body, entry.model, entry.endpoint, entry.cost, entry.preview, entry.created,
+        cost = entry.settle(None, cache.cost_of)
+        rows.append((key, entry.body, entry.model, entry.endpoint, cost, entry.preview or "", entry.created,
                      entry.hits, entry.last_hit, entry.saved, wall_expiry))
     conn = _connect(path)
     try:
@@ -65,8 +66,8 @@ def load(cache: ResponseCache, path: Path) -> int:
             key, body, model, endpoint, cost, preview, created, hits, last_hit, saved, expires_at = row
             if expires_at and expires_at <= now:
                 continue
-            entry = CacheEntry(bytes(key), bytes(body), model, endpoint, cost, preview, created, hits, last_hit,
-                               saved)
+            entry = CacheEntry(bytes(key), bytes(body), model, endpoint, cost, preview or None, created, hits,
+                               last_hit, saved)
             if cache.put(entry, ttl=(expires_at - now) if expires_at else 0.0):
                 loaded += 1
     finally:

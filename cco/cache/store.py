@@ -23,6 +23,7 @@ import orjson
 import xxhash
 
 from cco._fast import LRU
+from cco.cache.message import last_user_preview
 
 if TYPE_CHECKING:
     from cco.protocol import HttpProtocol, Request
@@ -30,19 +31,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("cco.cache")
 
 SCOPES = ("global", "project", "key")
-# Bytes charged per entry for the CacheEntry object and its small fields, on top of body and preview.
+# Bytes charged per entry for the CacheEntry object and its small fields, on top of the body (the LRU adds its
+# own per-entry overhead); the preview (≤ 80 characters) is reserved for up front.
 ENTRY_FIXED_BYTES = 240
+PREVIEW_RESERVE = 160
 MAX_VERIFIED_CREDENTIALS = 100_000
 
 
 class CacheEntry:
-    """One stored answer: the Message (or count_tokens) JSON exactly as served, and what stats need."""
+    """One stored answer: the Message (or count_tokens) JSON exactly as served, and what stats need.
+
+    The preview and the cost are filled in at the first hit (`settle`), from the hitting request (identical to
+    the original by construction) — a miss, which may never be hit, does not pay for them.
+    """
 
     __slots__ = ("key", "body", "model", "endpoint", "cost", "preview", "created", "hits", "last_hit", "saved",
                  "_message")
 
-    def __init__(self, key: bytes, body: bytes, model: str, endpoint: str, cost: float, preview: str,
-                 created: float | None = None, hits: int = 0, last_hit: float = 0.0, saved: float = 0.0) -> None:
+    def __init__(self, key: bytes, body: bytes, model: str, endpoint: str, cost: float | None = None,
+                 preview: str | None = None, created: float | None = None, hits: int = 0, last_hit: float = 0.0,
+                 saved: float = 0.0) -> None:
         self.key = key
         self.body = body
         self.model = model
@@ -57,12 +65,20 @@ class CacheEntry:
 
     @property
     def size(self) -> int:
-        return len(self.body) + len(self.preview) + ENTRY_FIXED_BYTES
+        return len(self.body) + PREVIEW_RESERVE + ENTRY_FIXED_BYTES
 
     def message(self) -> dict:
         if self._message is None:
             self._message = orjson.loads(self.body)
         return self._message
+
+    def settle(self, request_body: bytes | None, cost_of: Callable[[CacheEntry], float]) -> float:
+        """Fills in cost and preview if still missing; returns the cost."""
+        if self.cost is None:
+            self.cost = cost_of(self)
+        if self.preview is None and request_body is not None:
+            self.preview = last_user_preview(request_body)
+        return self.cost
 
 
 class FlightResult:
@@ -125,6 +141,7 @@ class ResponseCache:
         self.coalesced = 0
         self.bypassed = 0
         self.saved_cost = 0.0
+        self.cost_of: Callable[[CacheEntry], float] = lambda entry: 0.0  # set by the app (pricing)
 
     # credentials
 
@@ -144,23 +161,25 @@ class ResponseCache:
 
     # entries
 
-    def get(self, key: bytes) -> CacheEntry | None:
+    def get(self, key: bytes, request_body: bytes | None = None) -> CacheEntry | None:
         entry = self.lru.get(key)
         if entry is not None:
+            cost = entry.settle(request_body, self.cost_of)
             entry.hits += 1
             entry.last_hit = time.time()
-            entry.saved += entry.cost
-            self.saved_cost += entry.cost
+            entry.saved += cost
+            self.saved_cost += cost
         return entry
 
     def put(self, entry: CacheEntry, ttl: float | None = None) -> bool:
         return self.lru.put(entry.key, entry, entry.size, self.ttl if ttl is None else ttl)
 
-    def count_coalesced(self, entry: CacheEntry | None) -> None:
+    def count_coalesced(self, entry: CacheEntry | None, request_body: bytes | None = None) -> None:
         self.coalesced += 1
         if entry is not None:
-            self.saved_cost += entry.cost
-            entry.saved += entry.cost
+            cost = entry.settle(request_body, self.cost_of)
+            self.saved_cost += cost
+            entry.saved += cost
 
     def clear(self) -> int:
         count = len(self.lru)
@@ -193,7 +212,7 @@ class ResponseCache:
     def top_prompts(self, limit: int) -> list[dict[str, Any]]:
         entries = [value for _, value, _ in self.lru.items()]
         entries.sort(key=lambda e: (e.hits, e.last_hit), reverse=True)
-        return [{"key": e.key.hex(), "model": e.model, "hits": e.hits, "savedCost": e.saved, "preview": e.preview,
+        return [{"key": e.key.hex(), "model": e.model, "hits": e.hits, "savedCost": e.saved, "preview": e.preview or "",
                  "lastHit": _iso(e.last_hit) if e.last_hit else None} for e in entries[:limit]]
 
 
