@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
@@ -56,7 +56,7 @@ def extensions():
 
 
 setup(
-    packages=["cco", "cco._fast", "cco.upstream", "cco.providers"],
+    packages=find_packages(include=["cco", "cco.*"]),
     package_data={"cco._fast": ["*.pyi", "*.pxd", "*.pyx", "*.h"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithDefaults},
