@@ -12,7 +12,7 @@ from pathlib import Path
 
 import apsw
 
-from cco.cache.store import CacheEntry, ResponseCache
+from cco.cache.store import CacheEntry, EntryStats, ResponseCache
 
 log = logging.getLogger("cco.cache")
 
@@ -37,12 +37,12 @@ def save(cache: ResponseCache, path: Path) -> int:
     """Writes every unexpired entry, least recent first; returns how many."""
     now_wall, now_mono = time.time(), cache.lru_clock()
     rows = []
-    for key, entry, expires_at in cache.lru.items():
-        remaining = expires_at - now_mono if expires_at else 0.0
-        wall_expiry = now_wall + remaining if expires_at else 0.0
-        cost = entry.settle(None, cache.cost_of)
-        rows.append((key, entry.body, entry.model, entry.endpoint, cost, entry.preview or "", entry.created,
-                     entry.hits, entry.last_hit, entry.saved, wall_expiry))
+    for entry, expires_at in cache.entries():
+        wall_expiry = now_wall + (expires_at - now_mono) if expires_at else 0.0
+        stats = entry.stats or EntryStats()
+        cost = stats.cost if stats.cost is not None else cache.cost_of(entry)
+        rows.append((entry.key, entry.body, entry.model, entry.endpoint, cost, stats.preview or "", entry.created,
+                     stats.hits, stats.last_hit, stats.saved, wall_expiry))
     conn = _connect(path)
     try:
         with conn:
@@ -66,8 +66,8 @@ def load(cache: ResponseCache, path: Path) -> int:
             key, body, model, endpoint, cost, preview, created, hits, last_hit, saved, expires_at = row
             if expires_at and expires_at <= now:
                 continue
-            entry = CacheEntry(bytes(key), bytes(body), model, endpoint, cost, preview or None, created, hits,
-                               last_hit, saved)
+            stats = EntryStats(hits, saved, last_hit, cost, preview or None) if hits else None
+            entry = CacheEntry(bytes(key), bytes(body), model, endpoint, created, stats)
             if cache.put(entry, ttl=(expires_at - now) if expires_at else 0.0):
                 loaded += 1
     finally:

@@ -38,47 +38,50 @@ PREVIEW_RESERVE = 160
 MAX_VERIFIED_CREDENTIALS = 100_000
 
 
-class CacheEntry:
-    """One stored answer: the Message (or count_tokens) JSON exactly as served, and what stats need.
+class EntryStats:
+    """What the stats know about an entry once it has been hit (created at the first hit)."""
 
-    The preview and the cost are filled in at the first hit (`settle`), from the hitting request (identical to
-    the original by construction) — a miss, which may never be hit, does not pay for them.
+    __slots__ = ("hits", "saved", "last_hit", "cost", "preview")
+
+    def __init__(self, hits: int = 0, saved: float = 0.0, last_hit: float = 0.0, cost: float | None = None,
+                 preview: str | None = None) -> None:
+        self.hits = hits
+        self.saved = saved
+        self.last_hit = last_hit
+        self.cost = cost  # what the original call cost: each hit saves this much
+        self.preview = preview
+
+
+class CacheEntry:
+    """A stored answer: the Message (or count_tokens) JSON exactly as served, and where it came from.
+
+    Why two shapes: the LRU keeps each entry as a plain tuple `(body, model, endpoint, created)`, which the
+    cycle collector does not track — with hundreds of thousands of entries, tracked entry objects made every
+    full collection walk the whole cache (tens of µs per request and 40+ ms pauses while it fills). This class
+    is the short-lived view the request path works with; `stats` (EntryStats) exists once the entry was hit.
     """
 
-    __slots__ = ("key", "body", "model", "endpoint", "cost", "preview", "created", "hits", "last_hit", "saved",
-                 "_message")
+    __slots__ = ("key", "body", "model", "endpoint", "created", "stats")
 
-    def __init__(self, key: bytes, body: bytes, model: str, endpoint: str, cost: float | None = None,
-                 preview: str | None = None, created: float | None = None, hits: int = 0, last_hit: float = 0.0,
-                 saved: float = 0.0) -> None:
+    def __init__(self, key: bytes, body: bytes, model: str, endpoint: str, created: float | None = None,
+                 stats: EntryStats | None = None) -> None:
         self.key = key
         self.body = body
         self.model = model
         self.endpoint = endpoint
-        self.cost = cost  # what the original call cost: each hit saves this much
-        self.preview = preview
         self.created = created if created is not None else time.time()
-        self.hits = hits
-        self.last_hit = last_hit
-        self.saved = saved
-        self._message: dict | None = None
+        self.stats = stats
 
     @property
     def size(self) -> int:
         return len(self.body) + PREVIEW_RESERVE + ENTRY_FIXED_BYTES
 
-    def message(self) -> dict:
-        if self._message is None:
-            self._message = orjson.loads(self.body)
-        return self._message
+    @property
+    def stored(self) -> tuple:
+        return (self.body, self.model, self.endpoint, self.created)
 
-    def settle(self, request_body: bytes | None, cost_of: Callable[[CacheEntry], float]) -> float:
-        """Fills in cost and preview if still missing; returns the cost."""
-        if self.cost is None:
-            self.cost = cost_of(self)
-        if self.preview is None and request_body is not None:
-            self.preview = last_user_preview(request_body)
-        return self.cost
+    def message(self) -> dict:
+        return orjson.loads(self.body)
 
 
 class FlightResult:
@@ -142,6 +145,7 @@ class ResponseCache:
         self.bypassed = 0
         self.saved_cost = 0.0
         self.cost_of: Callable[[CacheEntry], float] = lambda entry: 0.0  # set by the app (pricing)
+        self.records: dict[bytes, EntryStats] = {}  # stats of entries that have been hit
 
     # credentials
 
@@ -162,29 +166,68 @@ class ResponseCache:
     # entries
 
     def get(self, key: bytes, request_body: bytes | None = None) -> CacheEntry | None:
-        entry = self.lru.get(key)
-        if entry is not None:
-            cost = entry.settle(request_body, self.cost_of)
-            entry.hits += 1
-            entry.last_hit = time.time()
-            entry.saved += cost
-            self.saved_cost += cost
+        stored = self.lru.get(key)
+        if stored is None:
+            return None
+        entry = CacheEntry(key, *stored)
+        stats = self._settle(entry, request_body)
+        stats.hits += 1
+        stats.last_hit = time.time()
+        stats.saved += stats.cost  # type: ignore[operator]
+        self.saved_cost += stats.cost  # type: ignore[operator]
         return entry
 
     def put(self, entry: CacheEntry, ttl: float | None = None) -> bool:
-        return self.lru.put(entry.key, entry, entry.size, self.ttl if ttl is None else ttl)
+        stored = self.lru.put(entry.key, entry.stored, entry.size, self.ttl if ttl is None else ttl)
+        if stored:
+            if entry.stats is not None:
+                self.records[entry.key] = entry.stats
+            else:
+                self.records.pop(entry.key, None)  # a new answer under this key starts its own record
+        return stored
 
     def count_coalesced(self, entry: CacheEntry | None, request_body: bytes | None = None) -> None:
         self.coalesced += 1
         if entry is not None:
-            cost = entry.settle(request_body, self.cost_of)
-            self.saved_cost += cost
-            entry.saved += cost
+            stats = self._settle(entry, request_body)
+            self.saved_cost += stats.cost  # type: ignore[operator]
+            stats.saved += stats.cost  # type: ignore[operator]
+
+    def _settle(self, entry: CacheEntry, request_body: bytes | None) -> EntryStats:
+        """The entry's stats record, with its cost and preview filled in if still missing. The preview comes
+        from the request being served — identical to the original by construction — so a miss, which may
+        never be hit, pays for neither."""
+        stats = entry.stats
+        if stats is None:
+            stats = self.records.get(entry.key)
+            if stats is None:
+                if len(self.records) > 2 * len(self.lru) + 1024:
+                    self._prune_records()
+                stats = self.records[entry.key] = EntryStats()
+            entry.stats = stats
+        if stats.cost is None:
+            stats.cost = self.cost_of(entry)
+        if stats.preview is None and request_body is not None:
+            stats.preview = last_user_preview(request_body)
+        return stats
+
+    def _prune_records(self) -> None:
+        """Drops the records of entries the LRU no longer holds (evicted, expired)."""
+        lru = self.lru
+        for key in [k for k in self.records if k not in lru]:
+            del self.records[key]
 
     def clear(self) -> int:
         count = len(self.lru)
         self.lru.clear()
+        self.records.clear()
         return count
+
+    def entries(self) -> list[tuple[CacheEntry, float]]:
+        """Every unexpired entry with its expiry (monotonic, 0: never), least recent first."""
+        records = self.records
+        return [(CacheEntry(key, *stored, stats=records.get(key)), expires_at)
+                for key, stored, expires_at in self.lru.items()]
 
     # single-flight
 
@@ -210,10 +253,16 @@ class ResponseCache:
         }
 
     def top_prompts(self, limit: int) -> list[dict[str, Any]]:
-        entries = [value for _, value, _ in self.lru.items()]
-        entries.sort(key=lambda e: (e.hits, e.last_hit), reverse=True)
-        return [{"key": e.key.hex(), "model": e.model, "hits": e.hits, "savedCost": e.saved, "preview": e.preview or "",
-                 "lastHit": _iso(e.last_hit) if e.last_hit else None} for e in entries[:limit]]
+        self._prune_records()
+        hit = [(key, stats) for key, stats in self.records.items() if stats.hits]
+        hit.sort(key=lambda item: (item[1].hits, item[1].last_hit), reverse=True)
+        out = []
+        for key, stats in hit[:limit]:
+            stored = self.lru.peek(key)
+            if stored is not None:
+                out.append({"key": key.hex(), "model": stored[1], "hits": stats.hits, "savedCost": stats.saved,
+                            "preview": stats.preview or "", "lastHit": _iso(stats.last_hit)})
+        return out
 
 
 def _iso(ts: float) -> str:
