@@ -294,7 +294,7 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
     app.stats.count(outcome.status if outcome.error is None else outcome.error.status)
     if outcome.committed:
         entry = _remember_stream(app, request, route, model, cache, outcome)
-        if flight is not None:
+        if flight is not None and flight.awaited:
             assembler = outcome.assembler
             if entry is not None:
                 flight.finish(FlightResult(entry=entry))
@@ -311,7 +311,7 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
             app.cache.verify_credential(cache.credential)
             if cache.key is not None and _is_json(outcome.headers):
                 entry = _store(app, route, model, cache, response)
-        if flight is not None:
+        if flight is not None and flight.awaited:
             flight.finish(FlightResult(entry=entry) if entry is not None else
                           FlightResult(status=status, headers=headers, body=response, retry=200 <= status < 300))
     if client.flow is not None and client.flow.write_paused:

@@ -97,17 +97,32 @@ class FlightResult:
 
 
 class Flight:
-    """One upstream call that identical requests wait on."""
+    """One upstream call that identical requests wait on. Its future exists only once someone waits."""
 
-    __slots__ = ("key", "done", "head", "chunks", "subscribers", "followers")
+    __slots__ = ("key", "loop", "_done", "_result", "head", "chunks", "subscribers", "followers")
 
     def __init__(self, key: bytes, loop: asyncio.AbstractEventLoop) -> None:
         self.key = key
-        self.done: asyncio.Future[FlightResult] = loop.create_future()
+        self.loop = loop
+        self._done: asyncio.Future[FlightResult] | None = None
+        self._result: FlightResult | None = None
         self.head: tuple[int, bytes] | None = None  # (status, upstream header block) once a stream started
         self.chunks: list[bytes] = []  # stream bytes so far, for subscribers that attach late
         self.subscribers: list[tuple[HttpProtocol, Request, bytes]] = []  # (client, request, its own headers)
         self.followers = 0
+
+    @property
+    def done(self) -> asyncio.Future[FlightResult]:
+        if self._done is None:
+            self._done = self.loop.create_future()
+            if self._result is not None:
+                self._done.set_result(self._result)
+        return self._done
+
+    @property
+    def awaited(self) -> bool:
+        """Whether any request waits on the outcome (else the leader need not build a result)."""
+        return self._done is not None
 
     # leader side
 
@@ -126,8 +141,10 @@ class Flight:
             client.write_stream(b"", [tail] if tail else [], end=True)
 
     def finish(self, result: FlightResult) -> None:
-        if not self.done.done():
-            self.done.set_result(result)
+        if self._result is None:
+            self._result = result
+            if self._done is not None and not self._done.done():
+                self._done.set_result(result)
 
 
 class ResponseCache:
