@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 
 import msgspec
 
-from cco import __version__, wire
+from cco import __version__
 from cco._fast import IMPL, JsonSyntaxError, scan_request
 from cco.cache.store import ResponseCache
 from cco.config import Config
@@ -348,4 +348,4 @@ def version_string() -> str:
     return f"cco-proxy {__version__} ({IMPL})"
 
 
-__all__ = ["App", "version_string", "wire"]
+__all__ = ["App", "version_string"]

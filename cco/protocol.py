@@ -361,7 +361,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def send_error(self, request: Request, status: int, error_type: str, message: str, headers: bytes = b"",
                    shape: str = "anthropic") -> None:
-        extra = headers + b"x-should-retry: false\r\n" if status < 500 and status != 429 else headers
+        no_retry = status < 500 and status != 429 and b"x-should-retry" not in headers
+        extra = headers + b"x-should-retry: false\r\n" if no_retry else headers
         self.send(request, status, extra, error_body(status, error_type, message, shape=shape))
 
     def stream_head(self, request: Request, status: int, headers: bytes) -> bytes:

@@ -443,3 +443,10 @@ def test_version(impl, tmp_path):
     result = run_proxy_cli(tmp_path, impl, ["--version"])
     assert result.returncode == 0, result
     assert result.stdout.strip() == f"cco-proxy {__version__} ({impl})"
+
+
+def test_error_headers_are_not_repeated(proxy):
+    """Each error answer says x-should-retry once (h11 would accept a repeat; clients may not)."""
+    resp = one(proxy.port, post(MESSAGES, b'{"model": "mistral-x", "max_tokens": 1}'))
+    names = [name.lower() for name, _ in resp.raw_headers]
+    assert resp.status == 404 and names.count("x-should-retry") == 1
