@@ -22,7 +22,7 @@ import pytest
 
 from cco import __version__
 from tests.conftest import IMPLS, free_port, proxy_command
-from tests.http_util import H11Response, connect, exchange, post, wait_for
+from tests.http_util import H11Response, connect, post, wait_for
 
 pytestmark = pytest.mark.integration
 
