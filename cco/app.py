@@ -224,7 +224,7 @@ def _cached_forward(app: App, request: Request, client: HttpProtocol, route: Rou
     cache = app.cache
     if plan.readable:
         assert cache is not None
-        entry = cache.get(plan.key, request.body)
+        entry = cache.get(plan.key, model, plan.endpoint, request.body)
         if entry is not None:
             cache.hits += 1
             serve_entry(client, request, route, model, entry, stream, b"hit")

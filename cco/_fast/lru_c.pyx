@@ -27,7 +27,7 @@ cdef class _Node:
     # Not tracked by the cycle collector: a cache holds hundreds of thousands of nodes, and a tracked node
     # makes every full collection walk all of them (measured: ~25 µs per request and 40+ ms pauses on a filling
     # cache). A node cannot be part of a cycle: nothing outside this module references it, and the values the
-    # proxy stores are immutable tuples of bytes/str/float.
+    # proxy stores are the answers' bytes.
     cdef PyObject* prev  # borrowed; NULL while unlinked
     cdef PyObject* next  # borrowed
     cdef bytes key

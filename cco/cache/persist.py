@@ -40,8 +40,8 @@ def save(cache: ResponseCache, path: Path) -> int:
     for entry, expires_at in cache.entries():
         wall_expiry = now_wall + (expires_at - now_mono) if expires_at else 0.0
         stats = entry.stats or EntryStats()
-        cost = stats.cost if stats.cost is not None else cache.cost_of(entry)
-        rows.append((entry.key, entry.body, entry.model, entry.endpoint, cost, stats.preview or "", entry.created,
+        cost = stats.cost if stats.cost is not None else -1.0  # -1: not known yet (never hit)
+        rows.append((entry.key, entry.body, entry.model, entry.endpoint, cost, stats.preview or "", now_wall,
                      stats.hits, stats.last_hit, stats.saved, wall_expiry))
     conn = _connect(path)
     try:
@@ -66,8 +66,9 @@ def load(cache: ResponseCache, path: Path) -> int:
             key, body, model, endpoint, cost, preview, created, hits, last_hit, saved, expires_at = row
             if expires_at and expires_at <= now:
                 continue
-            stats = EntryStats(hits, saved, last_hit, cost, preview or None) if hits else None
-            entry = CacheEntry(bytes(key), bytes(body), model, endpoint, created, stats)
+            stats = EntryStats(hits, saved, last_hit, cost if cost >= 0 else None, preview or None, model,
+                               endpoint) if hits else None
+            entry = CacheEntry(bytes(key), bytes(body), model, endpoint, stats)
             if cache.put(entry, ttl=(expires_at - now) if expires_at else 0.0):
                 loaded += 1
     finally:

@@ -41,44 +41,41 @@ MAX_VERIFIED_CREDENTIALS = 100_000
 class EntryStats:
     """What the stats know about an entry once it has been hit (created at the first hit)."""
 
-    __slots__ = ("hits", "saved", "last_hit", "cost", "preview")
+    __slots__ = ("hits", "saved", "last_hit", "cost", "preview", "model", "endpoint")
 
     def __init__(self, hits: int = 0, saved: float = 0.0, last_hit: float = 0.0, cost: float | None = None,
-                 preview: str | None = None) -> None:
+                 preview: str | None = None, model: str = "", endpoint: str = "") -> None:
         self.hits = hits
         self.saved = saved
         self.last_hit = last_hit
         self.cost = cost  # what the original call cost: each hit saves this much
         self.preview = preview
+        self.model = model
+        self.endpoint = endpoint
 
 
 class CacheEntry:
-    """A stored answer: the Message (or count_tokens) JSON exactly as served, and where it came from.
+    """A stored answer: the Message (or count_tokens) JSON exactly as served.
 
-    Why two shapes: the LRU keeps each entry as a plain tuple `(body, model, endpoint, created)`, which the
-    cycle collector does not track — with hundreds of thousands of entries, tracked entry objects made every
-    full collection walk the whole cache (tens of µs per request and 40+ ms pauses while it fills). This class
-    is the short-lived view the request path works with; `stats` (EntryStats) exists once the entry was hit.
+    Why the LRU holds only the body bytes: with hundreds of thousands of entries, every object kept per entry
+    costs on every miss (allocation, and tracked objects made full collections walk the whole cache: tens of µs
+    per request and 40+ ms pauses while it filled). The model and endpoint are part of the key, so the request
+    being served always knows them; this class is the short-lived view the request path works with, and `stats`
+    (EntryStats) exists once the entry has been hit.
     """
 
-    __slots__ = ("key", "body", "model", "endpoint", "created", "stats")
+    __slots__ = ("key", "body", "model", "endpoint", "stats")
 
-    def __init__(self, key: bytes, body: bytes, model: str, endpoint: str, created: float | None = None,
-                 stats: EntryStats | None = None) -> None:
+    def __init__(self, key: bytes, body: bytes, model: str, endpoint: str, stats: EntryStats | None = None) -> None:
         self.key = key
         self.body = body
         self.model = model
         self.endpoint = endpoint
-        self.created = created if created is not None else time.time()
         self.stats = stats
 
     @property
     def size(self) -> int:
         return len(self.body) + PREVIEW_RESERVE + ENTRY_FIXED_BYTES
-
-    @property
-    def stored(self) -> tuple:
-        return (self.body, self.model, self.endpoint, self.created)
 
     def message(self) -> dict:
         return orjson.loads(self.body)
@@ -182,11 +179,11 @@ class ResponseCache:
 
     # entries
 
-    def get(self, key: bytes, request_body: bytes | None = None) -> CacheEntry | None:
-        stored = self.lru.get(key)
-        if stored is None:
+    def get(self, key: bytes, model: str, endpoint: str, request_body: bytes | None = None) -> CacheEntry | None:
+        body = self.lru.get(key)
+        if body is None:
             return None
-        entry = CacheEntry(key, *stored)
+        entry = CacheEntry(key, body, model, endpoint)
         stats = self._settle(entry, request_body)
         stats.hits += 1
         stats.last_hit = time.time()
@@ -195,7 +192,7 @@ class ResponseCache:
         return entry
 
     def put(self, entry: CacheEntry, ttl: float | None = None) -> bool:
-        stored = self.lru.put(entry.key, entry.stored, entry.size, self.ttl if ttl is None else ttl)
+        stored = self.lru.put(entry.key, entry.body, entry.size, self.ttl if ttl is None else ttl)
         if stored:
             if entry.stats is not None:
                 self.records[entry.key] = entry.stats
@@ -220,7 +217,7 @@ class ResponseCache:
             if stats is None:
                 if len(self.records) > 2 * len(self.lru) + 1024:
                     self._prune_records()
-                stats = self.records[entry.key] = EntryStats()
+                stats = self.records[entry.key] = EntryStats(model=entry.model, endpoint=entry.endpoint)
             entry.stats = stats
         if stats.cost is None:
             stats.cost = self.cost_of(entry)
@@ -243,8 +240,12 @@ class ResponseCache:
     def entries(self) -> list[tuple[CacheEntry, float]]:
         """Every unexpired entry with its expiry (monotonic, 0: never), least recent first."""
         records = self.records
-        return [(CacheEntry(key, *stored, stats=records.get(key)), expires_at)
-                for key, stored, expires_at in self.lru.items()]
+        out = []
+        for key, body, expires_at in self.lru.items():
+            stats = records.get(key)
+            model, endpoint = (stats.model, stats.endpoint) if stats is not None else ("", "")
+            out.append((CacheEntry(key, body, model, endpoint, stats), expires_at))
+        return out
 
     # single-flight
 
@@ -275,9 +276,8 @@ class ResponseCache:
         hit.sort(key=lambda item: (item[1].hits, item[1].last_hit), reverse=True)
         out = []
         for key, stats in hit[:limit]:
-            stored = self.lru.peek(key)
-            if stored is not None:
-                out.append({"key": key.hex(), "model": stored[1], "hits": stats.hits, "savedCost": stats.saved,
+            if key in self.lru:
+                out.append({"key": key.hex(), "model": stats.model, "hits": stats.hits, "savedCost": stats.saved,
                             "preview": stats.preview or "", "lastHit": _iso(stats.last_hit)})
         return out
 
