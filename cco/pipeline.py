@@ -408,7 +408,6 @@ async def follow(app: App, client: HttpProtocol, request: Request, route: Route,
             client.write_stream(client.stream_head(request, status, block + own), list(flight.chunks))
         subscriber = (client, request, own)
         flight.subscribers.append(subscriber)
-        flight.followers += 1
     try:
         result = await asyncio.shield(flight.done)
     finally:

@@ -1,4 +1,4 @@
-"""HTTP/1.1 bytes built once: status lines, fixed header blocks, chunked framing (bytes → bytes, no I/O)."""
+"""HTTP/1.1 bytes built once: status lines, fixed header lines, the chunk terminator, hop-by-hop names."""
 
 from __future__ import annotations
 
@@ -32,23 +32,3 @@ HOP_BY_HOP = frozenset({
 def status_line(code: int) -> bytes:
     line = STATUS_LINES.get(code)
     return line if line is not None else _status_line(code)
-
-
-def header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
-    return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
-
-
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body; never call with empty data (that is the terminator)."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-def content_length(n: int) -> bytes:
-    return b"content-length: %d\r\n" % n
-
-
-def simple_response(code: int, body: bytes, extra: bytes = b"", content_type: bytes = CONTENT_TYPE_JSON,
-                    close: bool = False) -> bytes:
-    """A whole response in one buffer: status line, headers, body."""
-    return b"".join((status_line(code), content_type, content_length(len(body)), extra,
-                     CONNECTION_CLOSE if close else b"", b"\r\n", body))

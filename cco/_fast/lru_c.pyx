@@ -67,7 +67,9 @@ cdef class LRU:
         self._evictions = 0
         self._expirations = 0
 
-    cpdef object get(self, object key):
+    cdef object _live(self, object key):
+        """The unexpired node under `key`, or None; an expired one is dropped and counted. The caller holds the
+        returned reference, which keeps a dropped node alive until the cache is consistent."""
         cdef double now = self._clock()
         cdef object found = self._map.get(key)
         cdef _Node node
@@ -77,24 +79,23 @@ cdef class LRU:
         if node.expires != 0.0 and node.expires <= now:
             self._drop(node)
             self._expirations += 1
-            return None  # `found` keeps the node alive until the cache is consistent
+            return None
+        return node
+
+    cpdef object get(self, object key):
+        cdef object found = self._live(key)
+        cdef _Node node
+        if found is None:
+            return None
+        node = <_Node>found
         if node.next != <PyObject*>self._root:
             self._unlink(node)
             self._link_last(node)
         return node.value
 
     cpdef object peek(self, object key):
-        cdef double now = self._clock()
-        cdef object found = self._map.get(key)
-        cdef _Node node
-        if found is None:
-            return None
-        node = <_Node>found
-        if node.expires != 0.0 and node.expires <= now:
-            self._drop(node)
-            self._expirations += 1
-            return None
-        return node.value
+        cdef object found = self._live(key)
+        return None if found is None else (<_Node>found).value
 
     cpdef bint put(self, object key, object value, Py_ssize_t size, double ttl) except -1:
         cdef double now

@@ -60,7 +60,8 @@ class LRU:
         self._evictions = 0
         self._expirations = 0
 
-    def get(self, key):
+    def _live(self, key):
+        """The unexpired entry under `key`, or None; an expired one is dropped and counted."""
         now = self._clock()
         entry = self._entries.get(key)
         if entry is None:
@@ -71,21 +72,18 @@ class LRU:
             self._bytes -= entry[3]
             self._expirations += 1
             return None  # `entry` (and the value) is released on return
+        return entry
+
+    def get(self, key):
+        entry = self._live(key)
+        if entry is None:
+            return None
         self._entries.move_to_end(entry[0])
         return entry[1]
 
     def peek(self, key):
-        now = self._clock()
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires = entry[2]
-        if expires and expires <= now:
-            del self._entries[entry[0]]
-            self._bytes -= entry[3]
-            self._expirations += 1
-            return None
-        return entry[1]
+        entry = self._live(key)
+        return None if entry is None else entry[1]
 
     def put(self, key: bytes, value, size: int, ttl: float) -> bool:
         if type(key) is not bytes:

@@ -96,7 +96,7 @@ class FlightResult:
 class Flight:
     """One upstream call that identical requests wait on. Its future exists only once someone waits."""
 
-    __slots__ = ("key", "loop", "_done", "_result", "head", "chunks", "subscribers", "followers")
+    __slots__ = ("key", "loop", "_done", "_result", "head", "chunks", "subscribers")
 
     def __init__(self, key: bytes, loop: asyncio.AbstractEventLoop) -> None:
         self.key = key
@@ -106,7 +106,6 @@ class Flight:
         self.head: tuple[int, bytes] | None = None  # (status, upstream header block) once a stream started
         self.chunks: list[bytes] = []  # stream bytes so far, for subscribers that attach late
         self.subscribers: list[tuple[HttpProtocol, Request, bytes]] = []  # (client, request, its own headers)
-        self.followers = 0
 
     @property
     def done(self) -> asyncio.Future[FlightResult]:
