@@ -33,6 +33,12 @@ def send_health(app: App, request: Request, client: HttpProtocol) -> None:
         "cache_hits": app.cache.hits if app.cache is not None else 0,
         "cache_misses": app.cache.misses if app.cache is not None else 0,
         "cache_coalesced": app.cache.coalesced if app.cache is not None else 0,
+        "analytics_rows_written": app.analytics.written if app.analytics is not None else 0,
+        "analytics_rows_pending": app.analytics.pending if app.analytics is not None else 0,
+        "analytics_rows_dropped": app.analytics.dropped if app.analytics is not None else 0,
+        "analytics_failing": app.analytics.failing if app.analytics is not None else False,
+        "overrides_enabled": bool(app.config.overrides.get("overrides", {}).get("enabled", False)),
+        "override_rules": len(app.config.overrides.get("overrides", {}).get("rules", [])),
     }
     client.send(request, 200, b"", orjson.dumps(body))
 

@@ -14,12 +14,17 @@ from typing import Awaitable, Callable
 
 import msgspec
 
-from cco import __version__
+from cco import __version__, api, metrics
 from cco._fast import IMPL, JsonSyntaxError, scan_request
+from cco.analytics.events import EventFeed
+from cco.analytics.reader import Reader
+from cco.analytics.record import Recorder
+from cco.analytics.writer import AnalyticsWriter
 from cco.cache.store import ResponseCache
 from cco.config import Config
 from cco.errors import InvalidRequest, MethodNotAllowed, NotFound, ProviderNotAvailable, ServiceUnavailable
 from cco.pipeline import CachePlan, entry_cost, follow, forward, serve_entry
+from cco.pricing import CallCost, PriceTable, Usage
 from cco.protocol import HttpProtocol, Request
 from cco.providers import anthropic
 from cco.routing import Route, Router
@@ -50,7 +55,8 @@ class Stats:
 
 class App:
     def __init__(self, config: Config, *, access_log_enabled: bool = False, cache: ResponseCache | None = None,
-                 default_project: str = DEFAULT_PROJECT) -> None:
+                 default_project: str = DEFAULT_PROJECT, analytics: AnalyticsWriter | None = None,
+                 reader: Reader | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.config = config
         self.router = Router(config)
@@ -58,7 +64,13 @@ class App:
         self.stats = Stats()
         self.cache = cache
         if cache is not None:
-            cache.cost_of = lambda entry: entry_cost(config.pricing, entry)
+            cache.cost_of = lambda entry: entry_cost(self.prices, entry)
+        self.analytics = analytics
+        self.reader = reader
+        self.recorder = Recorder(analytics.record if analytics is not None else None, default_project)
+        self.events = EventFeed()
+        self.events.snapshot = self.snapshot
+        self.metrics_registry = metrics.registry_for(self)
         self.started = time.time()
         self.draining = False
         self.access_log = access_log_enabled
@@ -76,6 +88,26 @@ class App:
         if handler is None:
             raise NotFound(f"no such endpoint: {request.method.decode()} {path.decode('utf-8', 'replace')}")
         return handler(self, request, client)
+
+    def snapshot(self) -> dict:
+        """The live counters the dashboard's feed sends after each batch of calls."""
+        cache = self.cache
+        writer = self.analytics
+        return {"requests": self.stats.requests, "cacheHits": cache.hits if cache else 0,
+                "cacheMisses": cache.misses if cache else 0, "cacheCoalesced": cache.coalesced if cache else 0,
+                "savedCost": cache.saved_cost if cache else 0.0,
+                "analyticsDropped": writer.dropped if writer else 0, "ts": time.time()}
+
+    @property
+    def prices(self) -> PriceTable:
+        return self.config.pricing
+
+    def record_call(self, request: Request, model: str, route: Route, endpoint: str, stream: bool, cache: str,
+                    usage: Usage | None, cost: CallCost, *, batch: bool = False, error_type: str | None = None,
+                    upstream_ms: float | None = None) -> None:
+        """The one analytics row of a proxied request (SPEC §7), from the request path: O(1), no I/O."""
+        self.recorder.record(request, self.project_of(request), model, model, route.provider, endpoint, stream,
+                             cache, usage, cost, batch, error_type, upstream_ms)
 
     def log_access(self, request: Request) -> None:
         access_log.info("%s %s %d %.3f", request.method.decode(), request.path.decode("utf-8", "replace"),
@@ -227,7 +259,7 @@ def _cached_forward(app: App, request: Request, client: HttpProtocol, route: Rou
         entry = cache.get(plan.key, model, plan.endpoint, request.body)
         if entry is not None:
             cache.hits += 1
-            serve_entry(client, request, route, model, entry, stream, b"hit")
+            serve_entry(app, client, request, route, model, entry, stream, b"hit")
             return None
     if plan.flight_key is not None:
         assert cache is not None
@@ -240,7 +272,8 @@ def _cached_forward(app: App, request: Request, client: HttpProtocol, route: Rou
         if plan.flight_key is not None:
             plan.flight = cache.begin(plan.flight_key, app.loop)
     body = _strip_model(request.body, route, model)
-    return forward(app, client, request, route, model, endpoint, body, stream_through=stream, cache=plan)
+    return forward(app, client, request, route, model, endpoint, body, stream_through=stream, cache=plan,
+                   record_as=plan.endpoint or endpoint.decode())
 
 
 def batches(app: App, request: Request, client: HttpProtocol):
@@ -262,7 +295,9 @@ def batches(app: App, request: Request, client: HttpProtocol):
     results = len(segments) == 2 and segments[1] == b"results"
     base_url = app.public_base_url(request)
     rewrite = None if results else (lambda body: anthropic.rewrite_results_urls(body, base_url, route))
-    return forward(app, client, request, route, "", path, request.body, stream_through=results, rewrite=rewrite)
+    return forward(app, client, request, route, "", path, request.body, stream_through=results, rewrite=rewrite,
+                   record_as="/v1/messages/batches/results" if results else "/v1/messages/batches",
+                   batch_results=results)
 
 
 def models(app: App, request: Request, client: HttpProtocol) -> None:
@@ -321,7 +356,24 @@ def cache_top_prompts(app: App, request: Request, client: HttpProtocol) -> None:
     admin.send_top_prompts(app, request, client)
 
 
+def _get(handler: Handler) -> Handler:
+    def checked(app: App, request: Request, client: HttpProtocol):
+        _require(request, b"GET")
+        return handler(app, request, client)
+
+    return checked
+
+
 EXACT: dict[bytes, Handler] = {
+    b"/api/project/stats": _get(api.project_stats),
+    b"/api/projects": _get(api.projects),
+    b"/api/machine/stats": _get(api.machine_stats),
+    b"/api/overrides/stats": _get(api.overrides_stats),
+    b"/api/export/analytics": _get(api.export_analytics),
+    b"/api/export/csv": _get(api.export_csv),
+    b"/api/events": _get(api.events),
+    b"/api/logs": _get(api.logs),
+    b"/metrics": _get(api.metrics_text),
     b"/v1/messages": messages,
     b"/v1/messages/count_tokens": count_tokens,
     b"/v1/messages/batches": batches,
@@ -341,7 +393,12 @@ def _prefix_handler(path: bytes) -> Handler | None:
         return batches
     if path.startswith(b"/v1/models/") and len(path) > len(b"/v1/models/"):
         return model_by_id
+    if path.startswith(b"/api/export/project/") and len(path) > len(b"/api/export/project/"):
+        return _EXPORT_PROJECT
     return None
+
+
+_EXPORT_PROJECT = _get(api.export_project)
 
 
 def version_string() -> str:

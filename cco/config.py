@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from cco.pricing import PriceTable, load_price_table
+
 PROVIDERS = {"anthropic": "anthropic", "openai": "openai", "ollama": "ollama",
              "vllm": "openai", "tgi": "openai", "localai": "openai", "groq": "openai"}
 DEFAULT_ENDPOINTS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1",
@@ -67,7 +69,7 @@ class Config(msgspec.Struct):
     directory: str
     routes: list[RouteSpec]
     fallback_chain: dict[str, list[str]]
-    pricing: dict[str, Any]  # validated in full by the pricing module; here only its model ids are read
+    pricing: PriceTable
     overrides: dict[str, Any]
     mtime: float
     cache: CacheSection = msgspec.field(default_factory=CacheSection)
@@ -165,17 +167,9 @@ def _check_cycles(name: str, chain: dict[str, list[str]]) -> None:
                 stack.extend(chain.get(model, []))
 
 
-def load_pricing(path: Path) -> dict[str, Any]:
-    try:
-        data = msgspec.json.decode(path.read_bytes(), type=dict[str, Any])
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        json_path, message = _json_path_message(exc)
-        raise ConfigError(path.name, json_path, message) from exc
-    except OSError as exc:
-        raise ConfigError(path.name, "$", f"cannot read {path}: {exc.strerror}") from exc
-    if not isinstance(data.get("pricing"), dict):
-        raise ConfigError(path.name, "$.pricing", "expected an object of model id → prices")
-    return data["pricing"]
+def load_pricing(path: Path) -> PriceTable:
+    """The validated price table (errors name the file and JSON path; see `cco.pricing.load_price_table`)."""
+    return load_price_table(path)
 
 
 def load_overrides(path: Path) -> dict[str, Any]:

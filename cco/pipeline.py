@@ -32,7 +32,8 @@ from cco._fast import SseSplitter, parse_event
 from cco.cache.message import StreamAssembler, message_bytes, synthesize_sse
 from cco.cache.store import CacheEntry, Flight, FlightResult
 from cco.errors import UpstreamError, error_body, sse_error_event
-from cco.pricing import usage_cost
+from cco.analytics.record import NO_COST, BatchUsage, usage_of_dict, usage_of_message
+from cco.pricing import CallCost, PriceTable, Usage, call_cost
 from cco.providers import anthropic
 from cco.upstream.connection import Exchange
 
@@ -92,7 +93,7 @@ class Outcome:
 
 class ForwardExchange(Exchange):
     __slots__ = ("client", "request", "stream_through", "outcome", "done", "loop", "splitter", "cco_headers",
-                 "overhead_ms", "pending_head", "pending", "flight")
+                 "overhead_ms", "pending_head", "pending", "flight", "batch_usage")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, client: HttpProtocol, request: Request, route: Route,
                  stream_through: bool, cco_headers: bytes, flight: Flight | None) -> None:
@@ -110,6 +111,7 @@ class ForwardExchange(Exchange):
         self.pending_head = b""
         self.pending: list[bytes] = []
         self.flight = flight
+        self.batch_usage: BatchUsage | None = None  # set for a batch results download
 
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         outcome = self.outcome
@@ -126,7 +128,9 @@ class ForwardExchange(Exchange):
                     break
             extra = b"x-cco-overhead-ms: %.3f\r\n" % self.overhead_ms
             if request_id is None:
-                extra += b"request-id: " + new_request_id() + b"\r\n"
+                request_id = new_request_id()
+                extra += b"request-id: " + request_id + b"\r\n"
+            self.request.request_id = request_id
             self.pending_head = self.client.stream_head(self.request, status, block + self.cco_headers + extra)
             if self.flight is not None:
                 self.flight.stream_started(status, block, _write_subscriber_head)
@@ -158,6 +162,8 @@ class ForwardExchange(Exchange):
                     assembler.feed(event, payload)
             if self.flight is not None:
                 self.flight.stream_data(data)
+            if self.batch_usage is not None:
+                self.batch_usage.feed(data)
         parts = [data] if data else []
         if tail:
             parts.append(tail)
@@ -252,22 +258,30 @@ def model_headers(route: Route, model: str) -> bytes:
 
 async def forward(app: App, client: HttpProtocol, request: Request, route: Route, model: str, path: bytes,
                   body: bytes, *, stream_through: bool, rewrite: Callable[[bytes], bytes] | None = None,
-                  cache: CachePlan = CachePlan.BYPASS) -> None:
-    """Sends `request` (with `body`) to `route` at `path` and answers the client with the result."""
+                  cache: CachePlan = CachePlan.BYPASS, record_as: str = "", batch_results: bool = False) -> None:
+    """Sends `request` (with `body`) to `route` at `path` and answers the client with the result.
+
+    `record_as` names the endpoint in the call's analytics row; `batch_results` marks a batch results download,
+    whose JSONL lines carry the usage of every request of the batch (priced with the batch discount)."""
     loop = app.loop
     head = anthropic.request_head(request.method, path, request.query, request.headers, route, len(body))
     pool = route.pool
     if pool is None:
         pool = route.pool = app.pools.get(route.origin, route.max_connections)
     cco_headers = model_headers(route, model)
+    cache_label = "none"
     if model:
         cco_headers += CACHE_BYPASS if cache.key is None else CACHE_MISS
+        cache_label = "bypass" if cache.key is None else "miss"
     flight = cache.flight
     upstream_seconds = 0.0
     attempt = 0
+    exchange = None
     try:
         while True:
             exchange = ForwardExchange(loop, client, request, route, stream_through, cco_headers, flight)
+            if batch_results:
+                exchange.batch_usage = BatchUsage(app.prices)
             started = time.perf_counter()
             exchange.overhead_ms = max((started - request.received_at - upstream_seconds) * 1000, 0.0)
             await _attempt(pool, exchange, head, body, route)
@@ -287,11 +301,19 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
     except asyncio.CancelledError:
         if flight is not None:
             _abandon(flight)
+        # The client left. An upstream call was made (and may be billed): the row says so, with what usage the
+        # stream had reported (input tokens arrive in message_start).
+        assembler = exchange.outcome.assembler if exchange is not None else None
+        usage = usage_of_dict(assembler.usage) if assembler is not None else None
+        app.record_call(request, model, route, record_as, stream_through, cache_label, usage,
+                        _priced(app, model, usage), error_type="client_closed",
+                        upstream_ms=upstream_seconds * 1000 or None)
         raise
     finally:
         if flight is not None:
             app.cache.end(flight)  # type: ignore[union-attr]
     app.stats.count(outcome.status if outcome.error is None else outcome.error.status)
+    error_type = outcome.error.error_type if outcome.error is not None else None
     if outcome.committed:
         entry = _remember_stream(app, request, route, model, cache, outcome)
         if flight is not None and flight.awaited:
@@ -304,8 +326,32 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
                                            body=error_body(502, "api_error", message)))
             else:
                 flight.finish(FlightResult(retry=True))  # complete but not storable: followers ask themselves
+        if batch_results:
+            batch = exchange.batch_usage
+            assert batch is not None
+            batch.finish()
+            app.record_call(request, batch.model or model, route, record_as, True, cache_label, batch.usage,
+                            batch.cost, batch=True, error_type=error_type, upstream_ms=upstream_seconds * 1000)
+        else:
+            assembler = outcome.assembler
+            usage = usage_of_dict(assembler.usage) if assembler is not None else None
+            if error_type is None and assembler is not None and not assembler.complete:
+                error_type = "incomplete_stream"
+            app.record_call(request, model, route, record_as, True, cache_label, usage,
+                            _priced(app, model, usage), error_type=error_type, upstream_ms=upstream_seconds * 1000)
     else:
-        status, headers, response = _answer(client, request, outcome, cco_headers, upstream_seconds, rewrite)
+        usage = None
+        if outcome.error is None and 200 <= outcome.status < 300 and record_as == "/v1/messages":
+            chunks = outcome.chunks
+            outcome.chunks = [chunks[0] if len(chunks) == 1 else b"".join(chunks)]
+            usage = usage_of_message(outcome.chunks[0])
+        cost = _priced(app, model, usage)
+        status, headers, response = _answer(client, request, outcome, cco_headers, upstream_seconds, rewrite,
+                                            cost.cost)
+        if error_type is None and status >= 400:
+            error_type = anthropic.error_type_of(response)
+        app.record_call(request, model, route, record_as, stream_through, cache_label, usage, cost,
+                        error_type=error_type, upstream_ms=upstream_seconds * 1000)
         entry = None
         if 200 <= status < 300 and outcome.error is None and app.cache is not None:
             app.cache.verify_credential(cache.credential)
@@ -318,6 +364,12 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
         await client.drain()  # a client that does not read holds up its next pipelined request, not our memory
 
 
+def _priced(app: App, model: str, usage: Usage | None) -> CallCost:
+    if usage is None or not model:
+        return NO_COST
+    return call_cost(app.prices, model, usage)
+
+
 def _abandon(flight: Flight) -> None:
     """The leader's client went away (its upstream call is cancelled): attached stream followers get an error
     event, the others send their own request."""
@@ -327,19 +379,22 @@ def _abandon(flight: Flight) -> None:
 
 
 def _answer(client: HttpProtocol, request: Request, outcome: Outcome, cco_headers: bytes, upstream_seconds: float,
-            rewrite: Callable[[bytes], bytes] | None) -> tuple[int, bytes, bytes]:
+            rewrite: Callable[[bytes], bytes] | None, cost: float) -> tuple[int, bytes, bytes]:
     """Writes a buffered upstream answer, or the proxy's error when no answer came; returns what was sent
     (status, the upstream header block, body)."""
     overhead = (time.perf_counter() - request.received_at - upstream_seconds) * 1000
-    extra = cco_headers + b"x-cco-overhead-ms: %.3f\r\n" % max(overhead, 0.0)
+    extra = cco_headers + b"x-cco-overhead-ms: %.3f\r\n" % max(overhead, 0.0) + cost_header(cost)
     if outcome.error is not None:
         err = outcome.error
         body = error_body(err.status, err.error_type, err.message)
-        client.send(request, err.status, extra + b"request-id: " + new_request_id() + b"\r\n", body)
+        request.request_id = new_request_id()
+        client.send(request, err.status, extra + b"request-id: " + request.request_id + b"\r\n", body)
         return err.status, wire.CONTENT_TYPE_JSON, body
     block, request_id = anthropic.response_headers(outcome.headers)
     if request_id is None:
-        extra += b"request-id: " + new_request_id() + b"\r\n"
+        request_id = new_request_id()
+        extra += b"request-id: " + request_id + b"\r\n"
+    request.request_id = request_id
     chunks = outcome.chunks
     response = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if rewrite is not None and 200 <= outcome.status < 300:
@@ -362,12 +417,23 @@ def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def entry_cost(pricing: dict, entry: CacheEntry) -> float:
-    """What the call that produced `entry` cost, from its usage at list prices (0 for count_tokens)."""
+def entry_cost(prices: PriceTable, entry: CacheEntry) -> tuple[Usage | None, CallCost]:
+    """The usage of the call that produced `entry`, and what a hit on it costs (0) and saves (what that call
+    cost at list prices; nothing for count_tokens, which is free)."""
     if entry.endpoint != "/v1/messages":
-        return 0.0
-    usage = entry.message().get("usage")
-    return usage_cost(pricing, entry.model, usage) if isinstance(usage, dict) else 0.0
+        return None, NO_COST
+    usage = usage_of_message(entry.body)
+    if usage is None:
+        return None, NO_COST
+    return usage, call_cost(prices, entry.model, usage, cache="hit")
+
+
+def cost_header(cost: float) -> bytes:
+    """x-cco-cost-usd with the full double-precision value (SPEC §7: money is never rounded)."""
+    return b"x-cco-cost-usd: " + repr(cost).encode() + b"\r\n"
+
+
+COST_ZERO = cost_header(0.0)
 
 
 def _remember_stream(app: App, request: Request, route: Route, model: str, cache: CachePlan,
@@ -382,17 +448,22 @@ def _remember_stream(app: App, request: Request, route: Route, model: str, cache
     return _store(app, route, model, cache, message_bytes(assembler.message()))
 
 
-def serve_entry(client: HttpProtocol, request: Request, route: Route, model: str, entry: CacheEntry,
+def serve_entry(app: App, client: HttpProtocol, request: Request, route: Route, model: str, entry: CacheEntry,
                 stream: bool, how: bytes) -> None:
     """Answers from a stored entry, as JSON or as a synthesized SSE stream, whichever the request asked for."""
+    request_id = request.request_id = new_request_id()
     headers = (model_headers(route, model) + (CACHE_HIT if how == b"hit" else CACHE_COALESCED)
-               + b"request-id: " + new_request_id() + b"\r\nx-cco-overhead-ms: %.3f\r\n"
+               + b"request-id: " + request_id + b"\r\nx-cco-overhead-ms: %.3f\r\n"
                % ((time.perf_counter() - request.received_at) * 1000))
     if stream and entry.endpoint == "/v1/messages":
         client.send(request, 200, headers + wire.NO_BUFFERING + b"cache-control: no-cache\r\n",
                     synthesize_sse(entry.message()), content_type=wire.CONTENT_TYPE_SSE)
     else:
-        client.send(request, 200, headers, entry.body)
+        client.send(request, 200, headers + COST_ZERO, entry.body)
+    stats = entry.stats
+    app.record_call(request, model, route, entry.endpoint, stream, "hit" if how == b"hit" else "coalesced",
+                    stats.usage if stats is not None else None,
+                    stats.hit_cost if stats is not None and stats.hit_cost is not None else NO_COST)
 
 
 async def follow(app: App, client: HttpProtocol, request: Request, route: Route, model: str, flight: Flight,
@@ -402,7 +473,8 @@ async def follow(app: App, client: HttpProtocol, request: Request, route: Route,
     assert cache is not None
     subscriber = None
     if stream:
-        own = model_headers(route, model) + CACHE_COALESCED + b"request-id: " + new_request_id() + b"\r\n"
+        request.request_id = new_request_id()
+        own = model_headers(route, model) + CACHE_COALESCED + b"request-id: " + request.request_id + b"\r\n"
         if flight.head is not None:  # the leader's stream already started: catch up, then follow live
             status, block = flight.head
             client.write_stream(client.stream_head(request, status, block + own), list(flight.chunks))
@@ -414,7 +486,11 @@ async def follow(app: App, client: HttpProtocol, request: Request, route: Route,
         if subscriber is not None and subscriber in flight.subscribers:
             flight.subscribers.remove(subscriber)
     if request.status:  # attached to the leader's stream, which has written everything
-        cache.count_coalesced(result.entry, request.body)
+        stats = cache.count_coalesced(result.entry, request.body)
+        app.record_call(request, model, route, "/v1/messages", True, "coalesced",
+                        stats.usage if stats is not None else None,
+                        stats.hit_cost if stats is not None and stats.hit_cost is not None else NO_COST,
+                        error_type=None if result.entry is not None else "api_error")
         return
     if result.retry:
         pending = again()  # the leader gave up before answering: send our own request
@@ -423,10 +499,14 @@ async def follow(app: App, client: HttpProtocol, request: Request, route: Route,
         return
     cache.count_coalesced(result.entry, request.body)
     if result.entry is not None:
-        serve_entry(client, request, route, model, result.entry, stream, b"coalesced")
+        serve_entry(app, client, request, route, model, result.entry, stream, b"coalesced")
     else:
-        headers = model_headers(route, model) + CACHE_COALESCED + b"request-id: " + new_request_id() + b"\r\n"
+        request.request_id = new_request_id()
+        headers = (model_headers(route, model) + CACHE_COALESCED + COST_ZERO + b"request-id: " + request.request_id
+                   + b"\r\n")
         client.send(request, result.status, result.headers + headers, result.body, content_type=b"")
+        app.record_call(request, model, route, "/v1/messages", stream, "coalesced", None, NO_COST,
+                        error_type=anthropic.error_type_of(result.body))
 
 
 async def _attempt(pool, exchange: ForwardExchange, head: bytes, body: bytes, route: Route) -> None:

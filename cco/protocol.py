@@ -54,7 +54,7 @@ class Request:
     """One parsed client request. Header names are lower-case bytes, values as sent."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "received_at", "project",
-                 "error", "is_head", "status", "shape", "prefix", "_header_map")
+                 "error", "is_head", "status", "shape", "prefix", "_header_map", "responded_at", "request_id")
 
     def __init__(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
                  keep_alive: bool) -> None:
@@ -72,6 +72,8 @@ class Request:
         self.shape = "anthropic"  # error shape: "openai" on the OpenAI-compatible endpoint
         self.prefix = b""  # the /p/{project} path prefix the request came with
         self._header_map: dict[bytes, bytes] | None = None
+        self.responded_at = 0.0  # perf_counter when the response head was written (time to first byte)
+        self.request_id = b""  # the request-id the response carried
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (names are lower-case); a map is built on the first lookup."""
@@ -344,6 +346,7 @@ class HttpProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.response_started = True
         request.status = status
+        request.responded_at = time.perf_counter()
         parts = [wire.status_line(status), content_type, b"content-length: %d\r\n" % len(body), headers,
                  self._closing_header(request), b"\r\n"]
         if request.is_head or status in (204, 304):
@@ -369,6 +372,7 @@ class HttpProtocol(asyncio.Protocol):
         """The head of a response with a chunked body, to be written by `write_stream`."""
         self.response_started = True
         request.status = status
+        request.responded_at = time.perf_counter()
         return b"".join((wire.status_line(status), headers, wire.CHUNKED, self._closing_header(request), b"\r\n"))
 
     def write_stream(self, head: bytes, parts: list[bytes], end: bool = False) -> None:

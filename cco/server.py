@@ -15,6 +15,9 @@ import time
 
 import uvloop
 
+from cco.analytics.events import PING_SECONDS
+from cco.analytics.reader import Reader
+from cco.analytics.writer import AnalyticsWriter
 from cco.app import App, version_string
 from cco.cache import persist
 from cco.cache.store import ResponseCache
@@ -27,7 +30,14 @@ log = logging.getLogger("cco.server")
 TICK_SECONDS = 1.0
 
 
+ANALYTICS_FILE = "analytics.db"
+
+
 class PortInUse(Exception):
+    pass
+
+
+class AnalyticsUnavailable(Exception):
     pass
 
 
@@ -55,6 +65,7 @@ class ProxyServer:
         self.registry = ConnectionRegistry()
         self.stop_requested: asyncio.Event | None = None
         self.app: App | None = None
+        self._last_ping = time.monotonic()
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -67,7 +78,14 @@ class ProxyServer:
             if self.config.cache.persist:
                 loaded = persist.load(cache, self._cache_file())
                 log.info("cache: loaded %d entries from %s", loaded, self._cache_file())
-        app = self.app = App(self.config, access_log_enabled=settings.access_log, cache=cache)
+        analytics_path = settings.data_path() / ANALYTICS_FILE
+        writer = AnalyticsWriter(analytics_path, on_flush=lambda rows: self._on_flush(loop, rows))
+        try:
+            writer.start()
+        except Exception as exc:  # AnalyticsDatabaseError names the file and the cause
+            raise AnalyticsUnavailable(str(exc)) from exc
+        app = self.app = App(self.config, access_log_enabled=settings.access_log, cache=cache,
+                             default_project=settings.project, analytics=writer, reader=Reader(analytics_path))
         limits = Limits(max_body_bytes=settings.max_body_bytes, header_timeout=settings.header_timeout,
                         idle_timeout=settings.idle_timeout)
         registry = self.registry
@@ -75,6 +93,8 @@ class ProxyServer:
             server = await loop.create_server(lambda: HttpProtocol(app, registry, limits), settings.host,
                                               settings.port, backlog=2048, reuse_address=True)
         except OSError as exc:
+            writer.close()
+            app.reader.close()  # type: ignore[union-attr]
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(f"{settings.host}:{settings.port} is already in use; "
                                 f"choose another port with --port") from exc
@@ -90,8 +110,20 @@ class ProxyServer:
             tick.cancel()
             await self._drain(server, app)
 
+    def _on_flush(self, loop: asyncio.AbstractEventLoop, rows: list[tuple]) -> None:
+        """Called in the writer thread after each committed batch: the live feed runs on the loop."""
+        app = self.app
+        if app is None:
+            return
+        app.recorder.counters.observe(rows)
+        if app.events.subscribers and not loop.is_closed():
+            loop.call_soon_threadsafe(app.events.publish, rows)
+
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
+        if self.app is not None and now - self._last_ping >= PING_SECONDS:
+            self._last_ping = now
+            self.app.events.ping()
         for conn in list(self.registry.connections):
             conn.check_timeouts(now)
         if self.app is not None:
@@ -103,6 +135,8 @@ class ProxyServer:
         app.draining = True
         self.registry.draining = True
         server.close()
+        app.events.close()  # live feeds end at once: they would otherwise hold the drain to its timeout
+        await asyncio.sleep(0)
         for conn in list(self.registry.connections):
             conn.shutdown()
         deadline = time.monotonic() + self.settings.drain_timeout
@@ -120,6 +154,12 @@ class ProxyServer:
                 log.info("cache: saved %d entries to %s", saved, self._cache_file())
             except Exception:
                 log.exception("cache: could not save to %s", self._cache_file())
+        if app.analytics is not None:
+            # Every row of every finished request is written before exit (SPEC §9).
+            await asyncio.get_running_loop().run_in_executor(None, app.analytics.close)
+            log.info("analytics: %d rows written, %d dropped", app.analytics.written, app.analytics.dropped)
+        if app.reader is not None:
+            app.reader.close()
         await asyncio.sleep(0)
         log.info("stopped")
 

@@ -28,6 +28,7 @@ class Settings(msgspec.Struct, kw_only=True):
     cache_size_mb: float = 500.0
     cache_ttl: float = 3600.0
     no_cache: bool = False
+    project: str = "default"
 
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()

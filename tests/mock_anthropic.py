@@ -22,7 +22,8 @@ The behaviour is picked with the request header ``x-mock-mode`` (absent = normal
   big-stream         2000 text_delta events of 1 KB each, ended properly
   close              normal answer with ``connection: close``, then close
 
-``x-mock-delay-ms`` delays the response head in any mode; ``x-mock-answer-bytes: N`` pads a text answer to about N bytes.
+``x-mock-delay-ms`` delays the response head in any mode; ``x-mock-answer-bytes: N`` pads a text answer to about N bytes;
+``x-mock-usage: {json}`` replaces the answer's usage object.
 
 Run standalone:  python tests/mock_anthropic.py --port 9101   (prints "listening <port>")
 """
@@ -318,6 +319,9 @@ class MockAnthropic:
             if params is None:
                 return await self._send_error(writer, 400, n, keep_alive, message="mock: body must be JSON")
             msg = self._make_message(params, n, len(req.body), mode)
+            usage = req.headers.get("x-mock-usage")
+            if usage:
+                msg["usage"] = json.loads(usage)  # exact token counts for cost tests
             pad = req.headers.get("x-mock-answer-bytes", "")
             if pad.isdigit() and msg["content"] and msg["content"][0]["type"] == "text":
                 # a long answer of about that many bytes (cache memory tests)

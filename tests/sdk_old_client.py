@@ -58,8 +58,8 @@ def count_tokens(client) -> dict:
 
 
 def models(client) -> dict:
-    page = client.models.list()
-    return {"ids": [m.id for m in page.data], "types": sorted({m.type for m in page.data})}
+    models = list(client.models.list())  # iterating a page follows has_more / after_id through every page
+    return {"ids": [m.id for m in models], "types": sorted({m.type for m in models})}
 
 
 SCENARIOS = {f.__name__: f for f in (create, stream, tool_stream, count_tokens, models)}

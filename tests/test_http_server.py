@@ -347,19 +347,23 @@ def get_json(port: int, path: str, headers: dict | None = None, status: int = 20
 
 
 def test_models_anthropic_shape_and_paging(proxy):
-    full = get_json(proxy.port, "/v1/models", ANTHROPIC)
+    full = get_json(proxy.port, "/v1/models?limit=1000", ANTHROPIC)
     assert set(full) >= {"data", "has_more", "first_id", "last_id"}
     ids = [m["id"] for m in full["data"]]
     assert MODEL in ids and len(ids) >= 2 and full["has_more"] is False
+    first_page = get_json(proxy.port, "/v1/models", ANTHROPIC)  # the API's default page is 20
+    assert [m["id"] for m in first_page["data"]] == ids[:20]
+    assert first_page["has_more"] is (len(ids) > 20)
     assert (full["first_id"], full["last_id"]) == (ids[0], ids[-1])
     for item in full["data"]:
         assert item["type"] == "model" and isinstance(item["display_name"], str)
         assert time.strptime(item["created_at"], "%Y-%m-%dT%H:%M:%SZ")
     paged, after = [], None
     for _ in range(len(ids) + 1):
-        page = get_json(proxy.port, "/v1/models?limit=1" + (f"&after_id={after}" if after else ""), ANTHROPIC)
-        assert len(page["data"]) == 1 and page["first_id"] == page["last_id"] == page["data"][0]["id"]
-        paged.append(page["first_id"])
+        page = get_json(proxy.port, "/v1/models?limit=7" + (f"&after_id={after}" if after else ""), ANTHROPIC)
+        page_ids = [m["id"] for m in page["data"]]
+        assert 1 <= len(page_ids) <= 7 and (page["first_id"], page["last_id"]) == (page_ids[0], page_ids[-1])
+        paged.extend(page_ids)
         after = page["last_id"]
         if not page["has_more"]:
             break

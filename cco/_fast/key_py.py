@@ -69,6 +69,8 @@ def scan_request(body: bytes) -> RequestScan:
         text = str(exc)
         if "truncated" in text:
             raise JsonSyntaxError(f"JSON is malformed: input ends early (byte {len(body)})", len(body)) from None
+        if "JSON" not in text:  # msgspec ≥ 0.19 reports invalid UTF-8 without saying it is the JSON that is bad
+            text = f"JSON is malformed: {text[:1].lower()}{text[1:]}"
         raise JsonSyntaxError(text, _position(text)) from None
     except RecursionError:
         raise JsonSyntaxError("JSON is malformed: nesting too deep", -1) from None

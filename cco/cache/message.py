@@ -68,6 +68,11 @@ class StreamAssembler:
     def failed(self) -> bool:
         return self._failed
 
+    @property
+    def usage(self) -> dict[str, Any]:
+        """The usage so far: message_start's, updated by every message_delta (input is billed even when cut off)."""
+        return self._usage
+
     def feed(self, event: bytes, data: bytes) -> None:
         if self._failed:
             return

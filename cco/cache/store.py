@@ -24,6 +24,7 @@ import xxhash
 
 from cco._fast import LRU
 from cco.cache.message import last_user_preview
+from cco.pricing import CallCost, Usage
 
 if TYPE_CHECKING:
     from cco.protocol import HttpProtocol, Request
@@ -41,7 +42,7 @@ MAX_VERIFIED_CREDENTIALS = 100_000
 class EntryStats:
     """What the stats know about an entry once it has been hit (created at the first hit)."""
 
-    __slots__ = ("hits", "saved", "last_hit", "cost", "preview", "model", "endpoint")
+    __slots__ = ("hits", "saved", "last_hit", "cost", "preview", "model", "endpoint", "usage", "hit_cost")
 
     def __init__(self, hits: int = 0, saved: float = 0.0, last_hit: float = 0.0, cost: float | None = None,
                  preview: str | None = None, model: str = "", endpoint: str = "") -> None:
@@ -52,6 +53,8 @@ class EntryStats:
         self.preview = preview
         self.model = model
         self.endpoint = endpoint
+        self.usage: Usage | None = None  # of the original call, reported again on every hit
+        self.hit_cost: CallCost | None = None  # a hit's cost (0), would-be cost and savings
 
 
 class CacheEntry:
@@ -143,6 +146,10 @@ class Flight:
                 self._done.set_result(result)
 
 
+def _no_cost(entry: CacheEntry) -> tuple[Usage | None, CallCost]:
+    return None, CallCost(cost=0.0, would_be_cost=0.0, savings=0.0, unpriced=False)
+
+
 class ResponseCache:
     def __init__(self, max_bytes: int, ttl: float, scope: str = "global",
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -157,7 +164,8 @@ class ResponseCache:
         self.coalesced = 0
         self.bypassed = 0
         self.saved_cost = 0.0
-        self.cost_of: Callable[[CacheEntry], float] = lambda entry: 0.0  # set by the app (pricing)
+        # set by the app (pricing): the original call's usage and what a hit on it costs and saves
+        self.cost_of: Callable[[CacheEntry], tuple[Usage | None, CallCost]] = _no_cost
         self.records: dict[bytes, EntryStats] = {}  # stats of entries that have been hit
 
     # credentials
@@ -199,12 +207,14 @@ class ResponseCache:
                 self.records.pop(entry.key, None)  # a new answer under this key starts its own record
         return stored
 
-    def count_coalesced(self, entry: CacheEntry | None, request_body: bytes | None = None) -> None:
+    def count_coalesced(self, entry: CacheEntry | None, request_body: bytes | None = None) -> EntryStats | None:
         self.coalesced += 1
-        if entry is not None:
-            stats = self._settle(entry, request_body)
-            self.saved_cost += stats.cost  # type: ignore[operator]
-            stats.saved += stats.cost  # type: ignore[operator]
+        if entry is None:
+            return None
+        stats = self._settle(entry, request_body)
+        self.saved_cost += stats.cost  # type: ignore[operator]
+        stats.saved += stats.cost  # type: ignore[operator]
+        return stats
 
     def _settle(self, entry: CacheEntry, request_body: bytes | None) -> EntryStats:
         """The entry's stats record, with its cost and preview filled in if still missing. The preview comes
@@ -218,8 +228,10 @@ class ResponseCache:
                     self._prune_records()
                 stats = self.records[entry.key] = EntryStats(model=entry.model, endpoint=entry.endpoint)
             entry.stats = stats
-        if stats.cost is None:
-            stats.cost = self.cost_of(entry)
+        if stats.hit_cost is None:
+            stats.usage, stats.hit_cost = self.cost_of(entry)
+            if stats.cost is None:
+                stats.cost = stats.hit_cost.savings
         if stats.preview is None and request_body is not None:
             stats.preview = last_user_preview(request_body)
         return stats

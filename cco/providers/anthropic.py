@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import msgspec
 import orjson
 
 from cco.routing import Route
@@ -92,3 +93,23 @@ def rewrite_results_urls(body: bytes, base_url: str, route: Route) -> bytes:
             batch["results_url"] = base_url + path + (f"?{parts.query}" if parts.query else "")
             changed = True
     return orjson.dumps(obj) if changed else body
+
+
+class _ErrorDetail(msgspec.Struct):
+    type: str | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorDetail | None = None
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+
+
+def error_type_of(body: bytes) -> str | None:
+    """`error.type` of an Anthropic error body (`{"type": "error", "error": {"type": …}}`), when it is one."""
+    try:
+        envelope = _error_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return envelope.error.type if envelope.error is not None else None
