@@ -37,8 +37,8 @@ def send_health(app: App, request: Request, client: HttpProtocol) -> None:
         "analytics_rows_pending": app.analytics.pending if app.analytics is not None else 0,
         "analytics_rows_dropped": app.analytics.dropped if app.analytics is not None else 0,
         "analytics_failing": app.analytics.failing if app.analytics is not None else False,
-        "overrides_enabled": bool(app.config.overrides.get("overrides", {}).get("enabled", False)),
-        "override_rules": len(app.config.overrides.get("overrides", {}).get("rules", [])),
+        "overrides_enabled": app.config.overrides.enabled,
+        "override_rules": len(app.config.overrides.rules) + len(app.config.overrides.agents),
     }
     client.send(request, 200, b"", orjson.dumps(body))
 

@@ -23,7 +23,7 @@ from cco.analytics.writer import AnalyticsWriter
 from cco.cache.store import ResponseCache
 from cco.config import Config
 from cco.errors import InvalidRequest, MethodNotAllowed, NotFound, ProviderNotAvailable, ServiceUnavailable
-from cco.pipeline import CachePlan, entry_cost, follow, forward, serve_entry
+from cco.pipeline import CachePlan, entry_cost, follow, forward, serve_entry, with_model
 from cco.pricing import CallCost, PriceTable, Usage
 from cco.protocol import HttpProtocol, Request
 from cco.providers import anthropic
@@ -41,12 +41,13 @@ DEFAULT_PROJECT = "default"
 class Stats:
     """Process counters read by /health (and later /metrics); plain ints, no per-request allocation."""
 
-    __slots__ = ("requests", "by_status_class", "retries")
+    __slots__ = ("requests", "by_status_class", "retries", "fallbacks")
 
     def __init__(self) -> None:
         self.requests = 0
         self.by_status_class = [0, 0, 0, 0, 0, 0]
         self.retries = 0
+        self.fallbacks = 0
 
     def count(self, status: int) -> None:
         self.requests += 1
@@ -104,10 +105,11 @@ class App:
 
     def record_call(self, request: Request, model: str, route: Route, endpoint: str, stream: bool, cache: str,
                     usage: Usage | None, cost: CallCost, *, batch: bool = False, error_type: str | None = None,
-                    upstream_ms: float | None = None) -> None:
+                    upstream_ms: float | None = None, fallback_depth: int = 0) -> None:
         """The one analytics row of a proxied request (SPEC §7), from the request path: O(1), no I/O."""
-        self.recorder.record(request, self.project_of(request), model, model, route.provider, endpoint, stream,
-                             cache, usage, cost, batch, error_type, upstream_ms)
+        self.recorder.record(request, self.project_of(request), request.requested_model or model, model,
+                             route.provider, endpoint, stream, cache, usage, cost, batch, error_type, upstream_ms,
+                             fallback_depth, request.override_rule)
 
     def log_access(self, request: Request) -> None:
         access_log.info("%s %s %d %.3f", request.method.decode(), request.path.decode("utf-8", "replace"),
@@ -120,11 +122,23 @@ class App:
         if route is None:
             raise NotFound(f"no route for model {model!r}; configured patterns: "
                            + ", ".join(self.router.patterns))
-        if route.provider != "anthropic":
-            raise ProviderNotAvailable(f"model {model!r} routes to provider {route.provider!r} "
-                                       f"({route.pattern!r}), which this version does not serve yet; "
-                                       "only anthropic routes carry traffic")
         return route
+
+    def resolve_model(self, request: Request, requested: str, scan) -> str:
+        """The model to serve after the override rules (SPEC §6); remembers what was asked and why it changed."""
+        request.requested_model = requested
+        overrides = self.config.overrides
+        header = request.header(b"x-cco-agent")
+        agent = header.decode("utf-8", "replace") if header else None
+        if not overrides.enabled:
+            request.agent = agent
+            return requested
+        decision = overrides.decide(requested, agent, lambda: _system_text(scan))
+        request.agent = decision.agent
+        request.override_rule = decision.rule
+        if decision.rule is not None and overrides.log_overrides:
+            log.debug("override %s: %s → %s", decision.rule, requested, decision.model)
+        return decision.model
 
     def anthropic_route(self) -> Route:
         route = self.router.first_route("anthropic")
@@ -214,15 +228,21 @@ def _field(scan, name: bytes, decoder: msgspec.json.Decoder, expected: str, requ
                              f"got {raw[:40].decode('utf-8', 'replace')}") from None
 
 
-def _strip_model(body: bytes, route: Route, model: str) -> bytes:
-    upstream_model = route.upstream_model(model)
-    if upstream_model == model:
-        return body
-    import orjson
+_system_decoder = msgspec.json.Decoder(str | list[dict] | None)
 
-    obj = orjson.loads(body)
-    obj["model"] = upstream_model
-    return orjson.dumps(obj)
+
+def _system_text(scan) -> str:
+    """The system prompt's text (string or text blocks), for agent detection."""
+    raw = scan.value(b"system")
+    if raw is None:
+        return ""
+    try:
+        system = _system_decoder.decode(raw)
+    except msgspec.ValidationError:
+        return ""
+    if isinstance(system, str):
+        return system
+    return "\n".join(b.get("text", "") for b in system or () if isinstance(b.get("text"), str))
 
 
 # Handlers
@@ -233,9 +253,10 @@ def messages(app: App, request: Request, client: HttpProtocol):
     if app.draining:
         raise ServiceUnavailable("the proxy is shutting down")
     scan = _scan(request.body)
-    model = _field(scan, b"model", _str_decoder, "a string", required=True)
+    requested = _field(scan, b"model", _str_decoder, "a string", required=True)
     stream = _field(scan, b"stream", _bool_decoder, "a boolean") or False
     _field(scan, b"max_tokens", _optional_int_decoder, "an integer")
+    model = app.resolve_model(request, requested, scan)
     route = app.route_for(model)
     return _cached_forward(app, request, client, route, model, scan, b"/v1/messages", stream,
                            lambda: messages(app, request, client))
@@ -244,8 +265,13 @@ def messages(app: App, request: Request, client: HttpProtocol):
 def count_tokens(app: App, request: Request, client: HttpProtocol):
     _require(request, b"POST")
     scan = _scan(request.body)
-    model = _field(scan, b"model", _str_decoder, "a string", required=True)
+    requested = _field(scan, b"model", _str_decoder, "a string", required=True)
+    model = app.resolve_model(request, requested, scan)
     route = app.route_for(model)
+    if route.provider != "anthropic":
+        from cco.tokens import count_tokens_locally
+
+        return count_tokens_locally(app, client, request, route, model)
     return _cached_forward(app, request, client, route, model, scan, b"/v1/messages/count_tokens", False,
                            lambda: count_tokens(app, request, client))
 
@@ -271,9 +297,10 @@ def _cached_forward(app: App, request: Request, client: HttpProtocol, route: Rou
         cache.misses += 1
         if plan.flight_key is not None:
             plan.flight = cache.begin(plan.flight_key, app.loop)
-    body = _strip_model(request.body, route, model)
+    upstream_model = route.upstream_model(model)
+    body = request.body if upstream_model == request.requested_model else with_model(request.body, upstream_model)
     return forward(app, client, request, route, model, endpoint, body, stream_through=stream, cache=plan,
-                   record_as=plan.endpoint or endpoint.decode())
+                   record_as=plan.endpoint or endpoint.decode(), chain=tuple(app.config.fallback_chain.get(model, ())))
 
 
 def batches(app: App, request: Request, client: HttpProtocol):

@@ -154,7 +154,7 @@ def config_show(config_dir: str | None) -> None:
             route["api_key"] = "set (masked)" if os.environ.get(spec.api_key_env) else "not set: client keys forwarded"
         routes.append(route)
     out = {"config_dir": str(Path(config.directory)), "routes": routes, "fallback_chain": config.fallback_chain,
-           "pricing": config.pricing.as_dict(), "overrides": config.overrides}
+           "pricing": config.pricing.as_dict(), "overrides": config.overrides.raw}
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 

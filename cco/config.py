@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from cco.overrides import Overrides
+from cco.overrides import load_overrides as _load_overrides
 from cco.pricing import PriceTable, load_price_table
 
 PROVIDERS = {"anthropic": "anthropic", "openai": "openai", "ollama": "ollama",
@@ -70,15 +72,12 @@ class Config(msgspec.Struct):
     routes: list[RouteSpec]
     fallback_chain: dict[str, list[str]]
     pricing: PriceTable
-    overrides: dict[str, Any]
+    overrides: Overrides
     mtime: float
     cache: CacheSection = msgspec.field(default_factory=CacheSection)
 
     def override_targets(self) -> list[str]:
-        section = self.overrides.get("overrides", {})
-        targets = [rule[1] for rule in section.get("rules", [])]
-        targets += [m for m in self.overrides.get("agents", {}).values() if isinstance(m, str)]
-        return targets
+        return self.overrides.targets()
 
 
 def bundled_config_dir() -> Path:
@@ -172,20 +171,8 @@ def load_pricing(path: Path) -> PriceTable:
     return load_price_table(path)
 
 
-def load_overrides(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path.name, "$", f"invalid TOML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(path.name, "$", f"cannot read {path}: {exc.strerror}") from exc
-    rules = data.get("overrides", {}).get("rules", [])
-    if not isinstance(rules, list):
-        raise ConfigError(path.name, "$.overrides.rules", "expected a list of [from, to] pairs")
-    for i, rule in enumerate(rules):
-        if not (isinstance(rule, list) and len(rule) == 2 and all(isinstance(x, str) for x in rule)):
-            raise ConfigError(path.name, f"$.overrides.rules[{i}]", f"expected [from, to] strings, got {rule!r}")
-    return data
+def load_overrides(path: Path) -> Overrides:
+    return _load_overrides(path, lambda json_path, message: ConfigError(path.name, json_path, message))
 
 
 def load_cache(path: Path) -> CacheSection:

@@ -27,6 +27,8 @@ import time
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable
 
+import orjson
+
 from cco import wire
 from cco._fast import SseSplitter, parse_event
 from cco.cache.message import StreamAssembler, message_bytes, synthesize_sse
@@ -34,6 +36,7 @@ from cco.cache.store import CacheEntry, Flight, FlightResult
 from cco.errors import UpstreamError, error_body, sse_error_event
 from cco.analytics.record import NO_COST, BatchUsage, usage_of_dict, usage_of_message
 from cco.pricing import CallCost, PriceTable, Usage, call_cost
+from cco import providers
 from cco.providers import anthropic
 from cco.upstream.connection import Exchange
 
@@ -93,10 +96,11 @@ class Outcome:
 
 class ForwardExchange(Exchange):
     __slots__ = ("client", "request", "stream_through", "outcome", "done", "loop", "splitter", "cco_headers",
-                 "overhead_ms", "pending_head", "pending", "flight", "batch_usage")
+                 "overhead_ms", "pending_head", "pending", "flight", "batch_usage", "adapter", "model", "translator")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, client: HttpProtocol, request: Request, route: Route,
-                 stream_through: bool, cco_headers: bytes, flight: Flight | None) -> None:
+                 stream_through: bool, cco_headers: bytes, flight: Flight | None, adapter=None,
+                 model: str = "") -> None:
         super().__init__(route.provider, route.timeout)
         self.loop = loop
         self.client = client
@@ -112,6 +116,9 @@ class ForwardExchange(Exchange):
         self.pending: list[bytes] = []
         self.flight = flight
         self.batch_usage: BatchUsage | None = None  # set for a batch results download
+        self.adapter = adapter  # a translated provider's module (None: Anthropic, passed through)
+        self.model = model
+        self.translator = None  # the adapter's stream translator, once a 2xx stream started
 
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         outcome = self.outcome
@@ -119,6 +126,10 @@ class ForwardExchange(Exchange):
         outcome.headers = headers
         if self.stream_through and 200 <= status < 300:
             outcome.committed = True
+            if self.adapter is not None:
+                # Translated into Anthropic SSE: our own head; the provider's headers describe its format.
+                self.translator = self.adapter.stream_translator(self.model)
+                headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
             block, request_id = anthropic.response_headers(headers)
             for name, value in headers:
                 if name == b"content-type" and value.startswith(b"text/event-stream"):
@@ -152,6 +163,12 @@ class ForwardExchange(Exchange):
     def _flush(self, end: bool, tail: bytes = b"") -> None:
         pending = self.pending
         data = pending[0] if len(pending) == 1 else b"".join(pending)
+        translator = self.translator
+        if translator is not None:
+            events = translator.feed(data) if data else []
+            if end and not tail:
+                events += translator.finish()
+            data = b"".join(b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n" for name, payload in events)
         if data:
             splitter = self.splitter
             if splitter is not None:
@@ -256,48 +273,108 @@ def model_headers(route: Route, model: str) -> bytes:
     return lines
 
 
+class Target:
+    """One model to try: its route, upstream head and body, and the adapter when its wire format is not Anthropic's."""
+
+    __slots__ = ("route", "model", "depth", "head", "body", "adapter", "pool", "cco_headers")
+
+    def __init__(self, app: App, request: Request, route: Route, model: str, depth: int, path: bytes, body: bytes,
+                 stream: bool, endpoint: str) -> None:
+        self.route = route
+        self.model = model
+        self.depth = depth
+        provider = route.provider
+        if provider == "anthropic" or not model:
+            self.adapter = None
+            self.body = body
+            self.head = anthropic.request_head(request.method, path, request.query, request.headers, route, len(body))
+        else:
+            adapter = self.adapter = providers.adapter(provider)
+            self.body = adapter.request_body(request_pivot(request), route.upstream_model(model), stream)
+            self.head = adapter.request_head(adapter.UPSTREAM_PATHS[endpoint], route, len(self.body),
+                                             request.headers, stream)
+        pool = route.pool
+        if pool is None:
+            pool = route.pool = app.pools.get(route.origin, route.max_connections)
+        self.pool = pool
+        self.cco_headers = model_headers(route, model)
+
+
+def request_pivot(request: Request) -> dict:
+    """The request as an Anthropic Messages dict (decoded once per request; set already for translated inbound)."""
+    pivot = request.pivot
+    if pivot is None:
+        pivot = request.pivot = orjson.loads(request.body)
+    return pivot
+
+
+def with_model(body: bytes, model: str) -> bytes:
+    """The Anthropic request body with its `model` replaced (override, fallback, strip_prefix)."""
+    obj = orjson.loads(body)
+    if obj.get("model") == model:
+        return body
+    obj["model"] = model
+    return orjson.dumps(obj)
+
+
 async def forward(app: App, client: HttpProtocol, request: Request, route: Route, model: str, path: bytes,
                   body: bytes, *, stream_through: bool, rewrite: Callable[[bytes], bytes] | None = None,
-                  cache: CachePlan = CachePlan.BYPASS, record_as: str = "", batch_results: bool = False) -> None:
+                  cache: CachePlan = CachePlan.BYPASS, record_as: str = "", batch_results: bool = False,
+                  chain: tuple[str, ...] = ()) -> None:
     """Sends `request` (with `body`) to `route` at `path` and answers the client with the result.
 
-    `record_as` names the endpoint in the call's analytics row; `batch_results` marks a batch results download,
-    whose JSONL lines carry the usage of every request of the batch (priced with the batch discount)."""
+    `chain` is the fallback chain (SPEC §4): when the route's tries are spent on a retryable failure before any
+    byte reached the client, the next model is tried, each by its own route; a fallback answer is served but not
+    cached (the key is the requested model's). `record_as` names the endpoint in the call's analytics row;
+    `batch_results` marks a batch results download, whose JSONL lines carry the usage of every request of the
+    batch (priced with the batch discount)."""
     loop = app.loop
-    head = anthropic.request_head(request.method, path, request.query, request.headers, route, len(body))
-    pool = route.pool
-    if pool is None:
-        pool = route.pool = app.pools.get(route.origin, route.max_connections)
-    cco_headers = model_headers(route, model)
+    target = Target(app, request, route, model, 0, path, body, stream_through, record_as)
     cache_label = "none"
+    cache_line = b""
     if model:
-        cco_headers += CACHE_BYPASS if cache.key is None else CACHE_MISS
+        cache_line = CACHE_BYPASS if cache.key is None else CACHE_MISS
         cache_label = "bypass" if cache.key is None else "miss"
     flight = cache.flight
     upstream_seconds = 0.0
-    attempt = 0
     exchange = None
     try:
         while True:
-            exchange = ForwardExchange(loop, client, request, route, stream_through, cco_headers, flight)
-            if batch_results:
-                exchange.batch_usage = BatchUsage(app.prices)
-            started = time.perf_counter()
-            exchange.overhead_ms = max((started - request.received_at - upstream_seconds) * 1000, 0.0)
-            await _attempt(pool, exchange, head, body, route)
-            upstream_seconds += time.perf_counter() - started
-            outcome = exchange.outcome
-            if outcome.committed:
+            attempt = 0
+            while True:
+                exchange = ForwardExchange(loop, client, request, target.route, stream_through,
+                                           target.cco_headers + cache_line, flight, target.adapter, target.model)
+                if batch_results:
+                    exchange.batch_usage = BatchUsage(app.prices)
+                started = time.perf_counter()
+                exchange.overhead_ms = max((started - request.received_at - upstream_seconds) * 1000, 0.0)
+                await _attempt(target.pool, exchange, target.head, target.body, target.route)
+                upstream_seconds += time.perf_counter() - started
+                outcome = exchange.outcome
+                if outcome.committed:
+                    break
+                retryable = outcome.error is not None or outcome.status in RETRYABLE_STATUS
+                if retryable and attempt < target.route.max_retries:
+                    delay = retry_delay(attempt, outcome.headers if outcome.error is None else None)
+                    if delay is not None:
+                        app.stats.retries += 1
+                        await asyncio.sleep(delay)
+                        attempt += 1
+                        continue
                 break
-            retryable = outcome.error is not None or outcome.status in RETRYABLE_STATUS
-            if retryable and attempt < route.max_retries:
-                delay = retry_delay(attempt, outcome.headers if outcome.error is None else None)
-                if delay is not None:
-                    app.stats.retries += 1
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-            break
+            failed = not outcome.committed and (outcome.error is not None or outcome.status in RETRYABLE_STATUS)
+            if not failed or target.depth >= len(chain):
+                break
+            next_model = chain[target.depth]
+            next_route = app.router.match(next_model)
+            if next_route is None:  # validated at load; a reload may have removed it since
+                break
+            log.info("fallback: %s failed (%s), trying %s", target.model,
+                     outcome.error.message if outcome.error is not None else outcome.status, next_model)
+            app.stats.fallbacks += 1
+            next_body = with_model(body, next_route.upstream_model(next_model))
+            target = Target(app, request, next_route, next_model, target.depth + 1, path, next_body,
+                            stream_through, record_as)
     except asyncio.CancelledError:
         if flight is not None:
             _abandon(flight)
@@ -305,17 +382,19 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
         # stream had reported (input tokens arrive in message_start).
         assembler = exchange.outcome.assembler if exchange is not None else None
         usage = usage_of_dict(assembler.usage) if assembler is not None else None
-        app.record_call(request, model, route, record_as, stream_through, cache_label, usage,
-                        _priced(app, model, usage), error_type="client_closed",
-                        upstream_ms=upstream_seconds * 1000 or None)
+        app.record_call(request, target.model, target.route, record_as, stream_through, cache_label, usage,
+                        _priced(app, target.model, usage), error_type="client_closed",
+                        upstream_ms=upstream_seconds * 1000 or None, fallback_depth=target.depth)
         raise
     finally:
         if flight is not None:
             app.cache.end(flight)  # type: ignore[union-attr]
+    route, served = target.route, target.model
+    storable = cache if target.depth == 0 else CachePlan.BYPASS
     app.stats.count(outcome.status if outcome.error is None else outcome.error.status)
     error_type = outcome.error.error_type if outcome.error is not None else None
     if outcome.committed:
-        entry = _remember_stream(app, request, route, model, cache, outcome)
+        entry = _remember_stream(app, request, route, served, storable, outcome)
         if flight is not None and flight.awaited:
             assembler = outcome.assembler
             if entry is not None:
@@ -330,38 +409,56 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
             batch = exchange.batch_usage
             assert batch is not None
             batch.finish()
-            app.record_call(request, batch.model or model, route, record_as, True, cache_label, batch.usage,
+            app.record_call(request, batch.model or served, route, record_as, True, cache_label, batch.usage,
                             batch.cost, batch=True, error_type=error_type, upstream_ms=upstream_seconds * 1000)
         else:
             assembler = outcome.assembler
             usage = usage_of_dict(assembler.usage) if assembler is not None else None
             if error_type is None and assembler is not None and not assembler.complete:
                 error_type = "incomplete_stream"
-            app.record_call(request, model, route, record_as, True, cache_label, usage,
-                            _priced(app, model, usage), error_type=error_type, upstream_ms=upstream_seconds * 1000)
+            app.record_call(request, served, route, record_as, True, cache_label, usage,
+                            _priced(app, served, usage), error_type=error_type, upstream_ms=upstream_seconds * 1000,
+                            fallback_depth=target.depth)
     else:
         usage = None
         if outcome.error is None and 200 <= outcome.status < 300 and record_as == "/v1/messages":
             chunks = outcome.chunks
-            outcome.chunks = [chunks[0] if len(chunks) == 1 else b"".join(chunks)]
-            usage = usage_of_message(outcome.chunks[0])
-        cost = _priced(app, model, usage)
-        status, headers, response = _answer(client, request, outcome, cco_headers, upstream_seconds, rewrite,
-                                            cost.cost)
+            joined = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if target.adapter is not None:
+                joined = _translated_message(target, joined)
+                outcome.headers = [(b"content-type", b"application/json")]
+            outcome.chunks = [joined]
+            usage = usage_of_message(joined)
+        elif outcome.error is None and target.adapter is not None:
+            etype, message = target.adapter.error_of(outcome.status, b"".join(outcome.chunks))
+            outcome.chunks = [error_body(outcome.status, etype, message)]
+            outcome.headers = [(b"content-type", b"application/json")]
+        cost = _priced(app, served, usage)
+        status, headers, response = _answer(client, request, outcome, target.cco_headers + cache_line,
+                                            upstream_seconds, rewrite, cost.cost)
         if error_type is None and status >= 400:
             error_type = anthropic.error_type_of(response)
-        app.record_call(request, model, route, record_as, stream_through, cache_label, usage, cost,
-                        error_type=error_type, upstream_ms=upstream_seconds * 1000)
+        app.record_call(request, served, route, record_as, stream_through, cache_label, usage, cost,
+                        error_type=error_type, upstream_ms=upstream_seconds * 1000, fallback_depth=target.depth)
         entry = None
         if 200 <= status < 300 and outcome.error is None and app.cache is not None:
             app.cache.verify_credential(cache.credential)
-            if cache.key is not None and _is_json(outcome.headers):
-                entry = _store(app, route, model, cache, response)
+            if storable.key is not None and _is_json(outcome.headers):
+                entry = _store(app, route, served, storable, response)
         if flight is not None and flight.awaited:
             flight.finish(FlightResult(entry=entry) if entry is not None else
                           FlightResult(status=status, headers=headers, body=response, retry=200 <= status < 300))
     if client.flow is not None and client.flow.write_paused:
         await client.drain()  # a client that does not read holds up its next pipelined request, not our memory
+
+
+def _translated_message(target: Target, body: bytes) -> bytes:
+    """A translated provider's 2xx answer as an Anthropic Message (an unreadable one is the provider's fault)."""
+    try:
+        return orjson.dumps(target.adapter.response_message(body, target.model))  # type: ignore[union-attr]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("upstream %s: unreadable answer: %s", target.route.provider, exc)
+        return error_body(502, "api_error", f"upstream {target.route.provider}: unreadable answer")
 
 
 def _priced(app: App, model: str, usage: Usage | None) -> CallCost:

@@ -54,7 +54,8 @@ class Request:
     """One parsed client request. Header names are lower-case bytes, values as sent."""
 
     __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "received_at", "project",
-                 "error", "is_head", "status", "shape", "prefix", "_header_map", "responded_at", "request_id")
+                 "error", "is_head", "status", "shape", "prefix", "_header_map", "responded_at", "request_id",
+                 "pivot", "requested_model", "override_rule", "agent")
 
     def __init__(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
                  keep_alive: bool) -> None:
@@ -74,6 +75,12 @@ class Request:
         self._header_map: dict[bytes, bytes] | None = None
         self.responded_at = 0.0  # perf_counter when the response head was written (time to first byte)
         self.request_id = b""  # the request-id the response carried
+        # set by the endpoints: the body as an Anthropic dict when translated, the model the client asked for,
+        # the override rule that changed it and the agent (header or detected)
+        self.pivot: dict | None = None
+        self.requested_model: str | None = None
+        self.override_rule: str | None = None
+        self.agent: str | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (names are lower-case); a map is built on the first lookup."""

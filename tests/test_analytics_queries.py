@@ -82,25 +82,32 @@ NAMES = list(ROWS)
 TS = {name: row[COLUMNS.index("ts")] for name, row in ROWS.items()}
 
 
-def new_db() -> apsw.Connection:
-    conn = apsw.Connection(":memory:")
-    for version, sql in enumerate(MIGRATIONS, 1):
+def new_db(totals: bool = False, path: str = ":memory:") -> apsw.Connection:
+    """A database at the current schema version, or at version 2 (no `totals`: the queries fall back to `hourly`)."""
+    conn = apsw.Connection(path)
+    for version, sql in enumerate(MIGRATIONS if totals else MIGRATIONS[:2], 1):
         with conn:
             conn.execute(sql)
             conn.execute(f"PRAGMA user_version = {version}")
     return conn
 
 
+# Every query test runs on the schema as it is (all-time figures from `hourly`) and with `totals`.
+@pytest.fixture(params=["hourly", "totals"])
+def schema(request) -> bool:
+    return request.param == "totals"
+
+
 @pytest.fixture
-def empty() -> apsw.Connection:
-    conn = new_db()
+def empty(schema) -> apsw.Connection:
+    conn = new_db(schema)
     yield conn
     conn.close()
 
 
 @pytest.fixture
-def db() -> apsw.Connection:
-    conn = new_db()
+def db(schema) -> apsw.Connection:
+    conn = new_db(schema)
     with conn:
         conn.executemany(INSERT_CALL, ROWS.values())
     q.rebuild_rollups(conn)
@@ -404,3 +411,88 @@ def test_recent_calls(db, empty):
                                                             "A9")
     assert q.recent_calls(db, 0) == []
     assert q.recent_calls(empty, 10) == []
+
+
+def test_read_only_connection(tmp_path, schema):
+    """The reader opens the store read-only; every function works there (read transactions only)."""
+    path = str(tmp_path / "analytics.db")
+    conn = new_db(schema, path)
+    with conn:
+        conn.executemany(INSERT_CALL, ROWS.values())
+    q.rebuild_rollups(conn)
+    conn.close()
+    ro = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    assert q.project_stats(ro, "alpha", NOW)["calls"] == 9
+    assert q.projects(ro, NOW) == EXPECTED_PROJECTS
+    assert q.machine_stats(ro, NOW)["totalCalls"] == 15
+    assert q.overrides_stats(ro)["total_overrides"] == 3
+    assert q.export_analytics(ro, 2, NOW)["summary"]["calls"] == 10
+    assert len(q.recent_calls(ro, 5)) == 5
+    ro.close()
+
+
+# ------------------------------------------------------------------------------------ the proposed totals table
+
+_SUMS = ("calls", "tokens", "cost", "savings", "cache_savings", "hits", "misses", "errors", "latency_ms")
+_HOURLY_UPSERT = f"""
+INSERT INTO hourly (hour, project, model, provider, {', '.join(_SUMS)}, last_ts)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (hour, project, model, provider) DO UPDATE SET
+    {', '.join(f'{c} = {c} + excluded.{c}' for c in _SUMS)}, last_ts = max(last_ts, excluded.last_ts)
+"""
+
+
+def hourly_values(row: tuple) -> tuple:
+    r = dict(zip(COLUMNS, row))
+    served = r["cache"] in ("hit", "coalesced")
+    tokens = 0 if served else (r["input_tokens"] + r["output_tokens"] + r["cache_creation_tokens"]
+                               + r["cache_read_tokens"])
+    return (q.floor_hour(r["ts"]), r["project"], r["model"], r["provider"], 1, tokens, r["cost"], r["savings"],
+            r["savings"] if served else 0.0, int(served), int(r["cache"] == "miss"), int(r["status"] >= 400),
+            r["latency_ms"], r["ts"])
+
+
+def assert_totals_match(conn: apsw.Connection) -> None:
+    want = conn.execute(f"SELECT project, model, provider, {', '.join(f'SUM({c})' for c in _SUMS)}, MAX(last_ts) "
+                        "FROM hourly GROUP BY 1, 2, 3 ORDER BY 1, 2, 3").fetchall()
+    got = conn.execute(f"SELECT project, model, provider, {', '.join(_SUMS)}, last_ts FROM totals "
+                       "WHERE calls > 0 ORDER BY 1, 2, 3").fetchall()
+    assert [r[:3] for r in got] == [r[:3] for r in want]
+    for g, w in zip(got, want):
+        assert list(g[3:-1]) == [pytest.approx(x, abs=1e-12) for x in w[3:-1]]
+        assert g[-1] >= w[-1]   # last_ts only grows
+
+
+def test_totals_follow_hourly_upserts_deletes_and_rebuilds():
+    conn = new_db(totals=True)
+    rows = list(ROWS.values())
+    for i in range(0, len(rows), 4):   # writer-like batches: rows plus hourly upserts, one transaction each
+        with conn:
+            conn.executemany(INSERT_CALL, rows[i:i + 4])
+            conn.executemany(_HOURLY_UPSERT, [hourly_values(r) for r in rows[i:i + 4]])
+        assert_totals_match(conn)
+    with conn:   # the same calls once more: every hourly row is updated in place
+        conn.executemany(_HOURLY_UPSERT, [hourly_values(r) for r in rows])
+    assert_totals_match(conn)
+    assert conn.execute("SELECT calls FROM totals WHERE project = 'alpha' AND model = ?", (SONNET,)).fetchone() == (14,)
+    with conn:   # a repair moving rows to another project, then pruning old hours
+        conn.execute("UPDATE hourly SET project = 'gamma' WHERE project = 'beta' AND model = 'gpt-4o'")
+    assert_totals_match(conn)
+    with conn:
+        conn.execute("DELETE FROM hourly WHERE hour < ?", (PREV,))
+    assert_totals_match(conn)
+    q.rebuild_rollups(conn)   # back to exactly the rows
+    assert_totals_match(conn)
+    assert conn.execute("SELECT SUM(calls) FROM totals").fetchone() == (15,)
+    assert q.projects(conn, NOW) == EXPECTED_PROJECTS
+
+
+def test_totals_migration_backfills_from_hourly():
+    conn = new_db()
+    with conn:
+        conn.executemany(INSERT_CALL, ROWS.values())
+    q.rebuild_rollups(conn)
+    with conn:
+        conn.execute(q.TOTALS_MIGRATION)
+    assert_totals_match(conn)
+    assert conn.execute("SELECT count(*) FROM totals").fetchone() == (6,)

@@ -322,9 +322,11 @@ def test_unknown_model_lists_patterns(proxy, mock):
     assert mock.count() == 0
 
 
-def test_provider_not_served_yet(proxy, mock):
+def test_unreachable_translated_provider_is_a_502(proxy, mock):
+    """gpt-* routes to an OpenAI-compatible endpoint on a closed port: translated, tried, and reported."""
     resp = one(proxy.port, post(MESSAGES, message(model="gpt-4o")))
-    assert_error(resp, 501, "api_error", "openai")
+    assert_error(resp, 502, "api_error", "openai")
+    assert resp.headers["x-cco-provider"] == "openai"
     assert mock.count() == 0
 
 

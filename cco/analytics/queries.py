@@ -19,23 +19,27 @@ Definitions (the same everywhere):
 - Money (USD) is never rounded: figures are the full doubles SQLite sums (SUM/TOTAL use compensated summation).
 - Timestamps in results are ISO-8601 UTC strings with millisecond precision and a `Z` suffix.
 
-Speed: the dashboard's functions (`project_stats`, `projects`, `machine_stats`, `overrides_stats`) read the rollup
-tables `hourly` and `overrides` (maintained by the writer in the same transaction as the rows), plus the 20 newest
-rows of one project through the `api_calls_project_ts` index. Exports and the live log read `api_calls` through its
-`ts` / `(project, ts)` indexes and stream rows with a cursor. Functions issuing several statements run them in one
-read transaction, so their figures come from one snapshot and never disagree.
+Speed: the dashboard's functions (`project_stats`, `projects`, `machine_stats`, `overrides_stats`) never read
+`api_calls` except for the 20 newest rows of one project (index `api_calls_project_ts`). All-time figures come from
+the `totals` rollup when the database has it (TOTALS_MIGRATION below, proposed as schema version 3) and otherwise
+from `hourly` (correct, but its ~170 k rows at 10 M calls make a full sum cost 100-300 ms); windows (trends, the
+7-day cost chart) read a range of `hourly`'s primary key, whose first column is the hour. Exports and the live log
+read `api_calls` through its `ts` / `(project, ts)` indexes, in index order (no sort), streaming rows from a cursor.
+Functions issuing several statements run them in one read transaction, so their figures come from one snapshot and
+never disagree.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import operator
 import time
 from typing import Any, Iterable, Iterator
 
 import apsw
 
-from cco.analytics.schema import COLUMNS
+from cco.analytics.schema import COLUMNS, MIGRATIONS
 
 HOUR = 3600
 DAY = 86400
@@ -64,17 +68,37 @@ SELECT requested_model, model, COUNT(*), SUM(savings) FROM api_calls
 WHERE override_rule IS NOT NULL GROUP BY 1, 2
 """
 
+# PROPOSED schema version 3 — to move into schema.MIGRATIONS; this module never applies it. All-time totals per
+# (project, model, provider), kept equal to the sums of `hourly` by triggers, in the same transaction as each hourly
+# upsert, so the writer needs no change. At 10 M calls over 30 days `hourly` holds ~170 k rows and summing all of them
+# takes 100-300 ms; `totals` holds a few hundred. The queries read `totals` when it exists, else `hourly`.
+# `last_ts` only grows (a delete cannot lower a maximum); rows whose calls fall to 0 are ignored by the queries.
+TOTALS_MIGRATION = MIGRATIONS[2]  # schema version 3: the `totals` rollup
 
 def floor_hour(ts: float) -> int:
     """Unix seconds of the start of the hour holding `ts`."""
     return int(ts // HOUR) * HOUR
 
 
+# iso() formats about one timestamp per exported row: string pieces are looked up rather than formatted.
+_DAY_PREFIX: dict[int, str] = {}                                 # day number -> "YYYY-MM-DDT"
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
+
+
 def iso(ts: float) -> str:
     """`ts` (unix seconds) as ISO-8601 UTC with milliseconds and `Z`, e.g. 2025-06-15T14:00:00.000Z."""
-    ms = round(ts * 1000)
-    seconds, ms = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+    seconds, ms = divmod(round(ts * 1000), 1000)
+    day, second_of_day = divmod(seconds, DAY)
+    prefix = _DAY_PREFIX.get(day)
+    if prefix is None:
+        if len(_DAY_PREFIX) >= 4096:
+            _DAY_PREFIX.clear()
+        prefix = _DAY_PREFIX[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * DAY))
+    hours, rest = divmod(second_of_day, HOUR)
+    minutes, secs = divmod(rest, 60)
+    two = _TWO_DIGITS
+    return prefix + two[hours] + ":" + two[minutes] + ":" + two[secs] + _MILLIS[ms]
 
 
 def _ratio(num: float, den: float) -> float:
@@ -82,28 +106,44 @@ def _ratio(num: float, den: float) -> float:
 
 
 def rebuild_rollups(conn: apsw.Connection) -> None:
-    """Recompute `hourly` and `overrides` from `api_calls`, in one transaction (tests, benchmarks, repairs)."""
+    """Recompute `hourly` and `overrides` (and `totals`, when present) from `api_calls`, in one transaction
+    (tests, benchmarks, repairs)."""
     with conn:
+        has_totals = _all_time_table(conn) == "totals"
         conn.execute("DELETE FROM hourly")
         conn.execute("DELETE FROM overrides")
+        if has_totals:
+            conn.execute("DELETE FROM totals")   # its triggers refill it from the new hourly rows
         conn.execute(REBUILD_HOURLY)
         conn.execute(REBUILD_OVERRIDES)
 
 
 # --------------------------------------------------------------------------------------------------- dashboard
 
-_PROJECT_TOTALS = """
+def _all_time_table(conn: apsw.Connection) -> str:
+    """`totals` when the database has it (TOTALS_MIGRATION), else `hourly`: same columns, hour aside."""
+    found = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'totals'").fetchone()
+    return "totals" if found else "hourly"
+
+
+_ALL_TIME_PROJECT = """
 SELECT TOTAL(cost), COALESCE(SUM(tokens), 0), COALESCE(SUM(calls), 0), TOTAL(latency_ms), TOTAL(savings),
-       COALESCE(SUM(hits), 0), COALESCE(SUM(misses), 0),
-       TOTAL(CASE WHEN hour >= :cur THEN cost END),
+       COALESCE(SUM(hits), 0), COALESCE(SUM(misses), 0)
+FROM {table} WHERE project = ?
+"""
+
+# The two trend windows, on hour buckets: a range of the primary key (hour first), at most 48 hours of rows.
+# `+project` keeps the planner on that range (with ANALYZE statistics it may prefer a skip-scan over every hour).
+_PROJECT_WINDOWS = """
+SELECT TOTAL(CASE WHEN hour >= :cur THEN cost END),
        COALESCE(SUM(CASE WHEN hour >= :cur THEN tokens END), 0),
        COALESCE(SUM(CASE WHEN hour >= :cur THEN calls END), 0),
        TOTAL(CASE WHEN hour >= :cur THEN latency_ms END),
-       TOTAL(CASE WHEN hour >= :prev AND hour < :cur THEN cost END),
-       COALESCE(SUM(CASE WHEN hour >= :prev AND hour < :cur THEN tokens END), 0),
-       COALESCE(SUM(CASE WHEN hour >= :prev AND hour < :cur THEN calls END), 0),
-       TOTAL(CASE WHEN hour >= :prev AND hour < :cur THEN latency_ms END)
-FROM hourly WHERE project = :project
+       TOTAL(CASE WHEN hour < :cur THEN cost END),
+       COALESCE(SUM(CASE WHEN hour < :cur THEN tokens END), 0),
+       COALESCE(SUM(CASE WHEN hour < :cur THEN calls END), 0),
+       TOTAL(CASE WHEN hour < :cur THEN latency_ms END)
+FROM hourly WHERE hour >= :prev AND +project = :project
 """
 
 _PROJECT_RECENT = """
@@ -117,9 +157,11 @@ def project_stats(conn: apsw.Connection, project: str, now: float) -> dict[str, 
     """`GET /api/project/stats?project=P`: all-time totals of one project, 24 h trends, its 20 newest calls."""
     cur = floor_hour(now) - 23 * HOUR
     with conn:
-        (cost, tokens, calls, latency, savings, hits, misses,
-         cost1, tokens1, calls1, latency1, cost0, tokens0, calls0, latency0) = conn.execute(
-            _PROJECT_TOTALS, {"project": project, "cur": cur, "prev": cur - 24 * HOUR}).fetchone()
+        table = _all_time_table(conn)
+        cost, tokens, calls, latency, savings, hits, misses = conn.execute(
+            _ALL_TIME_PROJECT.format(table=table), (project,)).fetchone()
+        cost1, tokens1, calls1, latency1, cost0, tokens0, calls0, latency0 = conn.execute(
+            _PROJECT_WINDOWS, {"project": project, "cur": cur, "prev": cur - 24 * HOUR}).fetchone()
         recent = [{"ts": iso(ts), "model": model, "cache": cache, "tokens": tok, "cost": c, "latencyMs": lat,
                    "status": status}
                   for ts, model, cache, tok, c, lat, status
@@ -140,20 +182,21 @@ def project_stats(conn: apsw.Connection, project: str, now: float) -> dict[str, 
     }
 
 
-# One pass over the rollup yields both the per-project and the per-model lists (a few hundred groups).
+# One pass over the all-time rows yields both the per-project and the per-model lists (a few hundred groups).
 _GROUPS = """
 SELECT project, model, provider, SUM(calls), SUM(tokens), TOTAL(cost), TOTAL(savings), MAX(last_ts)
-FROM hourly GROUP BY project, model, provider
+FROM {table} GROUP BY project, model, provider HAVING SUM(calls) > 0
 """
 
 _COST_TREND = "SELECT hour, TOTAL(cost) FROM hourly WHERE hour >= ? AND hour <= ? GROUP BY hour"
 
 
 def _groups(conn: apsw.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[float]]:
-    """(projects list, models list, last activity ts of each project) from the rollup."""
+    """(projects list, models list, last activity ts of each project) from the all-time rollup."""
     projects: dict[str, list] = {}
     models: dict[tuple[str, str], list] = {}
-    for project, model, provider, calls, tokens, cost, savings, last_ts in conn.execute(_GROUPS):
+    for project, model, provider, calls, tokens, cost, savings, last_ts in conn.execute(
+            _GROUPS.format(table=_all_time_table(conn))):
         p = projects.get(project)
         if p is None:
             projects[project] = [cost, calls, tokens, savings, last_ts]
@@ -184,15 +227,17 @@ def _groups(conn: apsw.Connection) -> tuple[list[dict[str, Any]], list[dict[str,
 
 
 def projects(conn: apsw.Connection, now: float) -> list[dict[str, Any]]:
-    """`GET /api/projects`: every project's all-time totals, most recently active first.
+    """`GET /api/projects`: every project's all-time totals, most recently active first (ties by name).
 
     `now` is accepted for symmetry with the other functions; all-time totals do not depend on it.
     """
-    return _groups(conn)[0]
+    with conn:
+        return _groups(conn)[0]
 
 
 def machine_stats(conn: apsw.Connection, now: float) -> dict[str, Any]:
-    """`GET /api/machine/stats`: totals over every project, per-project and per-model lists, hourly cost (7 days)."""
+    """`GET /api/machine/stats`: totals over every project, per-project and per-model lists (models by calls,
+    descending), and the cost of each of the last 168 hours (oldest first, the current hour last, zero-filled)."""
     last = floor_hour(now)
     first = last - (TREND_HOURS - 1) * HOUR
     with conn:
@@ -220,7 +265,8 @@ def overrides_stats(conn: apsw.Connection) -> dict[str, Any]:
     with conn:
         rows = conn.execute("SELECT requested_model, model, calls, cost_saved FROM overrides "
                             "ORDER BY requested_model, calls DESC, model").fetchall()
-        total_calls = conn.execute("SELECT COALESCE(SUM(calls), 0) FROM hourly").fetchone()[0]
+        total_calls = conn.execute(
+            f"SELECT COALESCE(SUM(calls), 0) FROM {_all_time_table(conn)}").fetchone()[0]
     by_model: dict[str, dict[str, Any]] = {}
     total = 0
     for requested, model, calls, saved in rows:
@@ -299,9 +345,9 @@ def csv_export(rows: Iterable[dict[str, Any]], chunk_size: int = 65536) -> Itera
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(EXPORT_FIELDS)
-    fields = EXPORT_FIELDS
+    writerow, fields = writer.writerow, operator.itemgetter(*EXPORT_FIELDS)
     for row in rows:
-        writer.writerow([row[f] for f in fields])
+        writerow(fields(row))
         if buf.tell() >= chunk_size:
             yield buf.getvalue()
             buf.seek(0)

@@ -165,11 +165,14 @@ class Recorder:
         received = request.received_at
         latency_ms = (time.perf_counter() - received) * 1000
         responded = request.responded_at
-        agent = request.header(b"x-cco-agent")
+        agent = request.agent
+        if agent is None:
+            header = request.header(b"x-cco-agent")
+            agent = header.decode("utf-8", "replace") if header else None
         u = usage if usage is not None else _NO_USAGE
         request_id = request.request_id
         sink((
-            time.time() - latency_ms / 1000, project, agent.decode("utf-8", "replace") if agent else None,
+            time.time() - latency_ms / 1000, project, agent,
             requested_model, model, provider, endpoint, int(stream),
             request.status or 499,  # nothing was sent: the client went away first (nginx's 499)
             error_type, cache, u.input_tokens, u.output_tokens, u.cache_creation_tokens, u.cache_creation_1h_tokens,

@@ -6,7 +6,7 @@ The rollup tables `hourly` and `overrides` are maintained by the writer in the s
 summarise, so the dashboard's queries read a few thousand rollup rows instead of millions of calls.
 
 Version 1 is the first released layout (calls only); version 2 adds the 1-hour cache-write and batch columns, the
-project index and the rollups, backfilled from the existing rows.
+project index and the rollups, backfilled from the existing rows; version 3 adds the all-time `totals` rollup.
 """
 
 from __future__ import annotations
@@ -127,6 +127,86 @@ SELECT requested_model, model, COUNT(*), SUM(savings) FROM api_calls
 WHERE override_rule IS NOT NULL GROUP BY 1, 2;
 """
 
+# Version 3: all-time totals per (project, model, provider), kept equal to the sums of `hourly` by triggers in the
+# same transaction as each hourly upsert (the writer needs no change). At 10 M calls over 30 days `hourly` holds
+# ~170 k rows and summing them takes 100-300 ms; `totals` holds a few hundred rows (benchmarks/bench_queries.py).
+_V3 = """
+CREATE TABLE totals (
+    project TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cost REAL NOT NULL DEFAULT 0,
+    savings REAL NOT NULL DEFAULT 0,
+    cache_savings REAL NOT NULL DEFAULT 0,
+    hits INTEGER NOT NULL DEFAULT 0,
+    misses INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    latency_ms REAL NOT NULL DEFAULT 0,
+    last_ts REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (project, model, provider)
+) WITHOUT ROWID;
+
+CREATE TRIGGER hourly_totals_insert AFTER INSERT ON hourly BEGIN
+    INSERT INTO totals (project, model, provider, calls, tokens, cost, savings, cache_savings, hits, misses, errors,
+                        latency_ms, last_ts)
+    VALUES (NEW.project, NEW.model, NEW.provider, NEW.calls, NEW.tokens, NEW.cost, NEW.savings, NEW.cache_savings,
+            NEW.hits, NEW.misses, NEW.errors, NEW.latency_ms, NEW.last_ts)
+    ON CONFLICT (project, model, provider) DO UPDATE SET
+        calls = calls + excluded.calls, tokens = tokens + excluded.tokens, cost = cost + excluded.cost,
+        savings = savings + excluded.savings, cache_savings = cache_savings + excluded.cache_savings,
+        hits = hits + excluded.hits, misses = misses + excluded.misses, errors = errors + excluded.errors,
+        latency_ms = latency_ms + excluded.latency_ms, last_ts = max(last_ts, excluded.last_ts);
+END;
+
+-- The writer's upserts: the key stays, the sums grow by the difference.
+CREATE TRIGGER hourly_totals_update AFTER UPDATE ON hourly
+WHEN NEW.project = OLD.project AND NEW.model = OLD.model AND NEW.provider = OLD.provider BEGIN
+    UPDATE totals SET
+        calls = calls + (NEW.calls - OLD.calls), tokens = tokens + (NEW.tokens - OLD.tokens),
+        cost = cost + (NEW.cost - OLD.cost), savings = savings + (NEW.savings - OLD.savings),
+        cache_savings = cache_savings + (NEW.cache_savings - OLD.cache_savings),
+        hits = hits + (NEW.hits - OLD.hits), misses = misses + (NEW.misses - OLD.misses),
+        errors = errors + (NEW.errors - OLD.errors), latency_ms = latency_ms + (NEW.latency_ms - OLD.latency_ms),
+        last_ts = max(last_ts, NEW.last_ts)
+    WHERE project = NEW.project AND model = NEW.model AND provider = NEW.provider;
+END;
+
+-- An update that changes the key (repairs only): as a delete of the old row and an insert of the new.
+CREATE TRIGGER hourly_totals_move AFTER UPDATE ON hourly
+WHEN NOT (NEW.project = OLD.project AND NEW.model = OLD.model AND NEW.provider = OLD.provider) BEGIN
+    UPDATE totals SET
+        calls = calls - OLD.calls, tokens = tokens - OLD.tokens, cost = cost - OLD.cost,
+        savings = savings - OLD.savings, cache_savings = cache_savings - OLD.cache_savings, hits = hits - OLD.hits,
+        misses = misses - OLD.misses, errors = errors - OLD.errors, latency_ms = latency_ms - OLD.latency_ms
+    WHERE project = OLD.project AND model = OLD.model AND provider = OLD.provider;
+    INSERT INTO totals (project, model, provider, calls, tokens, cost, savings, cache_savings, hits, misses, errors,
+                        latency_ms, last_ts)
+    VALUES (NEW.project, NEW.model, NEW.provider, NEW.calls, NEW.tokens, NEW.cost, NEW.savings, NEW.cache_savings,
+            NEW.hits, NEW.misses, NEW.errors, NEW.latency_ms, NEW.last_ts)
+    ON CONFLICT (project, model, provider) DO UPDATE SET
+        calls = calls + excluded.calls, tokens = tokens + excluded.tokens, cost = cost + excluded.cost,
+        savings = savings + excluded.savings, cache_savings = cache_savings + excluded.cache_savings,
+        hits = hits + excluded.hits, misses = misses + excluded.misses, errors = errors + excluded.errors,
+        latency_ms = latency_ms + excluded.latency_ms, last_ts = max(last_ts, excluded.last_ts);
+END;
+
+CREATE TRIGGER hourly_totals_delete AFTER DELETE ON hourly BEGIN
+    UPDATE totals SET
+        calls = calls - OLD.calls, tokens = tokens - OLD.tokens, cost = cost - OLD.cost,
+        savings = savings - OLD.savings, cache_savings = cache_savings - OLD.cache_savings, hits = hits - OLD.hits,
+        misses = misses - OLD.misses, errors = errors - OLD.errors, latency_ms = latency_ms - OLD.latency_ms
+    WHERE project = OLD.project AND model = OLD.model AND provider = OLD.provider;
+END;
+
+INSERT INTO totals (project, model, provider, calls, tokens, cost, savings, cache_savings, hits, misses, errors,
+                    latency_ms, last_ts)
+SELECT project, model, provider, SUM(calls), SUM(tokens), SUM(cost), SUM(savings), SUM(cache_savings), SUM(hits),
+       SUM(misses), SUM(errors), SUM(latency_ms), MAX(last_ts)
+FROM hourly GROUP BY project, model, provider;
+"""
+
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 VERSION = len(MIGRATIONS)
