@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
 import orjson
 
 from cco import __version__
@@ -116,3 +117,42 @@ def _cache(app: App):
     if app.cache is None:
         raise NotFound("the cache is disabled (--no-cache)")
     return app.cache
+
+
+def send_route_explanation(app: App, request: Request, client: HttpProtocol) -> None:
+    """GET /api/route?model=M[&agent=A]: the decision for M, explained, without calling anything (SPEC §3)."""
+    query = _query(request)
+    requested = query.get("model")
+    if not requested:
+        raise InvalidRequest("model: a model name is required, e.g. /api/route?model=claude-sonnet-4-5")
+    config = app.config
+    agent = query.get("agent")
+    decision = config.overrides.decide(requested, agent, lambda: query.get("system", ""))
+    model = decision.model
+    tried = []
+    matched = None
+    for route in app.router.routes:
+        if route.regex.search(model):
+            matched = route
+            break
+        tried.append(route.pattern)
+    price = config.pricing.lookup(model)
+    body = {
+        "requested_model": requested,
+        "override": {"enabled": config.overrides.enabled, "applied": decision.rule is not None,
+                     "rule": decision.rule, "agent": decision.agent, "model": model},
+        "route": None if matched is None else {
+            "index": matched.index, "pattern": matched.pattern, "provider": matched.provider,
+            "endpoint": matched.origin.display + matched.origin.base_path, "upstream_model": matched.upstream_model(model),
+            "credentials": "proxy key" if matched.api_key is not None else "client's own",
+            "timeout_ms": int(matched.timeout * 1000), "max_retries": matched.max_retries},
+        "patterns_tried": tried,
+        "fallback_chain": list(config.fallback_chain.get(model, [])),
+        "price": None if price is None else orjson.loads(msgspec.json.encode(price)),
+        "unpriced": price is None,
+        "cache": {"enabled": app.cache is not None, "scope": config.cache.scope,
+                  "ttl_seconds": app.cache.ttl if app.cache is not None else None},
+    }
+    if matched is None:
+        body["error"] = f"no route serves {model!r}"
+    client.send(request, 200, b"", orjson.dumps(body))

@@ -13,6 +13,7 @@ import time
 from typing import Awaitable, Callable
 
 import msgspec
+import orjson
 
 from cco import __version__, api, metrics
 from cco._fast import IMPL, JsonSyntaxError, scan_request
@@ -72,6 +73,9 @@ class App:
         self.events = EventFeed()
         self.events.snapshot = self.snapshot
         self.metrics_registry = metrics.registry_for(self)
+        self.config_loader: Callable[[], Config] | None = None  # set by the server: reads the config directory
+        self.config_generation = 1
+        self.last_reload: dict | None = None
         self.started = time.time()
         self.draining = False
         self.access_log = access_log_enabled
@@ -89,6 +93,36 @@ class App:
         if handler is None:
             raise NotFound(f"no such endpoint: {request.method.decode()} {path.decode('utf-8', 'replace')}")
         return handler(self, request, client)
+
+    def apply_config(self, config: Config) -> None:
+        """Swaps routes, fallbacks, overrides and prices at once (a reference swap: requests in flight keep the
+        objects they started with; pools are shared by origin, so no connection is dropped)."""
+        router = Router(config)
+        self.config = config
+        self.router = router
+        self.config_generation += 1
+
+    async def reload(self) -> dict:
+        """Reads the config directory again; an invalid config is refused and the running one stays."""
+        from cco.config import ConfigError
+
+        if self.config_loader is None:
+            return {"status": "rejected", "error": "this process was not started from a config directory"}
+        try:
+            config = await self.loop.run_in_executor(None, self.config_loader)
+        except ConfigError as exc:
+            log.error("config reload refused, the running config stays: %s", exc)
+            self.last_reload = {"status": "rejected", "error": str(exc), "at": time.time()}
+            return self.last_reload
+        self.apply_config(config)
+        log.info("config reloaded: %d routes, %d fallback chains, %d price entries, overrides %s",
+                 len(config.routes), len(config.fallback_chain), len(config.pricing),
+                 "on" if config.overrides.enabled else "off")
+        self.last_reload = {"status": "reloaded", "routes": len(config.routes),
+                            "fallback_chains": len(config.fallback_chain), "price_entries": len(config.pricing),
+                            "overrides_enabled": config.overrides.enabled, "generation": self.config_generation,
+                            "at": time.time()}
+        return self.last_reload
 
     def snapshot(self) -> dict:
         """The live counters the dashboard's feed sends after each batch of calls."""
@@ -124,7 +158,7 @@ class App:
                            + ", ".join(self.router.patterns))
         return route
 
-    def resolve_model(self, request: Request, requested: str, scan) -> str:
+    def resolve_model(self, request: Request, requested: str, system_text: Callable[[], str]) -> str:
         """The model to serve after the override rules (SPEC §6); remembers what was asked and why it changed."""
         request.requested_model = requested
         overrides = self.config.overrides
@@ -133,7 +167,7 @@ class App:
         if not overrides.enabled:
             request.agent = agent
             return requested
-        decision = overrides.decide(requested, agent, lambda: _system_text(scan))
+        decision = overrides.decide(requested, agent, system_text)
         request.agent = decision.agent
         request.override_rule = decision.rule
         if decision.rule is not None and overrides.log_overrides:
@@ -256,7 +290,7 @@ def messages(app: App, request: Request, client: HttpProtocol):
     requested = _field(scan, b"model", _str_decoder, "a string", required=True)
     stream = _field(scan, b"stream", _bool_decoder, "a boolean") or False
     _field(scan, b"max_tokens", _optional_int_decoder, "an integer")
-    model = app.resolve_model(request, requested, scan)
+    model = app.resolve_model(request, requested, lambda: _system_text(scan))
     route = app.route_for(model)
     return _cached_forward(app, request, client, route, model, scan, b"/v1/messages", stream,
                            lambda: messages(app, request, client))
@@ -266,7 +300,7 @@ def count_tokens(app: App, request: Request, client: HttpProtocol):
     _require(request, b"POST")
     scan = _scan(request.body)
     requested = _field(scan, b"model", _str_decoder, "a string", required=True)
-    model = app.resolve_model(request, requested, scan)
+    model = app.resolve_model(request, requested, lambda: _system_text(scan))
     route = app.route_for(model)
     if route.provider != "anthropic":
         from cco.tokens import count_tokens_locally
@@ -391,7 +425,33 @@ def _get(handler: Handler) -> Handler:
     return checked
 
 
+async def _reload(app: App, request: Request, client: HttpProtocol) -> None:
+    result = await app.reload()
+    client.send(request, 200 if result["status"] == "reloaded" else 422, b"", orjson.dumps(result))
+
+
+def config_reload(app: App, request: Request, client: HttpProtocol):
+    _require(request, b"POST")
+    return _reload(app, request, client)
+
+
+def route_explain(app: App, request: Request, client: HttpProtocol) -> None:
+    _require(request, b"GET")
+    from cco import admin
+
+    admin.send_route_explanation(app, request, client)
+
+
+def chat_completions(app: App, request: Request, client: HttpProtocol):
+    from cco.chat import chat_completions as handle
+
+    return handle(app, request, client)
+
+
 EXACT: dict[bytes, Handler] = {
+    b"/v1/chat/completions": chat_completions,
+    b"/api/config/reload": config_reload,
+    b"/api/route": route_explain,
     b"/api/project/stats": _get(api.project_stats),
     b"/api/projects": _get(api.projects),
     b"/api/machine/stats": _get(api.machine_stats),

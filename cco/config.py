@@ -201,6 +201,13 @@ def load_config(config_dir: str | os.PathLike | None) -> Config:
     pricing = load_pricing(_file(directory, PRICING_FILE))
     overrides = load_overrides(_file(directory, OVERRIDES_FILE))
     cache = load_cache(_file(directory, CACHE_FILE))
+    served = [re.compile(route.pattern) for route in routing.routes]
+    for i, rule in enumerate(overrides.rules):
+        if not any(p.search(rule.target) for p in served):
+            raise ConfigError(OVERRIDES_FILE, f"$.overrides.rules[{i}][1]", f'no route serves "{rule.target}"')
+    for agent, target in overrides.agents.items():
+        if not any(p.search(target) for p in served):
+            raise ConfigError(OVERRIDES_FILE, f'$.agents["{agent}"]', f'no route serves "{target}"')
     return Config(directory=str(directory or bundled_config_dir()), routes=routing.routes,
                   fallback_chain=routing.fallback_chain, pricing=pricing, overrides=overrides,
                   mtime=routing_path.stat().st_mtime, cache=cache)

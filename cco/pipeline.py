@@ -96,11 +96,12 @@ class Outcome:
 
 class ForwardExchange(Exchange):
     __slots__ = ("client", "request", "stream_through", "outcome", "done", "loop", "splitter", "cco_headers",
-                 "overhead_ms", "pending_head", "pending", "flight", "batch_usage", "adapter", "model", "translator")
+                 "overhead_ms", "pending_head", "pending", "flight", "batch_usage", "adapter", "model", "translator",
+                 "raw_client", "client_convert")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, client: HttpProtocol, request: Request, route: Route,
                  stream_through: bool, cco_headers: bytes, flight: Flight | None, adapter=None,
-                 model: str = "") -> None:
+                 model: str = "", raw_client: bool = False) -> None:
         super().__init__(route.provider, route.timeout)
         self.loop = loop
         self.client = client
@@ -119,6 +120,8 @@ class ForwardExchange(Exchange):
         self.adapter = adapter  # a translated provider's module (None: Anthropic, passed through)
         self.model = model
         self.translator = None  # the adapter's stream translator, once a 2xx stream started
+        self.raw_client = raw_client  # OpenAI passed through to an OpenAI client: translated only to be observed
+        self.client_convert = None  # Anthropic events → OpenAI chunks, for an OpenAI client of a translated answer
 
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         outcome = self.outcome
@@ -127,12 +130,15 @@ class ForwardExchange(Exchange):
         if self.stream_through and 200 <= status < 300:
             outcome.committed = True
             if self.adapter is not None:
-                # Translated into Anthropic SSE: our own head; the provider's headers describe its format.
                 self.translator = self.adapter.stream_translator(self.model)
-                headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+                if not self.raw_client:
+                    # Translated into Anthropic SSE: our own head; the provider's headers describe its format.
+                    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+            if self.request.shape == "openai" and not self.raw_client:
+                self.client_convert = openai_stream_converter(self.request, self.model)
             block, request_id = anthropic.response_headers(headers)
             for name, value in headers:
-                if name == b"content-type" and value.startswith(b"text/event-stream"):
+                if name == b"content-type" and (value.startswith(b"text/event-stream") or self.translator):
                     self.splitter = SseSplitter()
                     outcome.assembler = StreamAssembler()
                     block += wire.NO_BUFFERING  # tell buffering reverse proxies in front of us to flush per event
@@ -161,14 +167,23 @@ class ForwardExchange(Exchange):
                 flow.on_resume(self.conn.resume_reading)
 
     def _flush(self, end: bool, tail: bytes = b"") -> None:
+        """Writes what the last upstream read brought. `data` is always Anthropic SSE (the pivot: translated when
+        the provider speaks another format) and feeds the assembler; the client gets it as is, converted to
+        OpenAI chunks (`client_convert`), or — OpenAI passed through to an OpenAI client — the raw bytes."""
         pending = self.pending
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        raw = pending[0] if len(pending) == 1 else b"".join(pending)
+        data = raw
         translator = self.translator
         if translator is not None:
-            events = translator.feed(data) if data else []
+            events = translator.feed(raw) if raw else []
             if end and not tail:
                 events += translator.finish()
             data = b"".join(b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n" for name, payload in events)
+        convert = self.client_convert
+        converted: list[bytes] = []
+        if tail and (convert is not None or self.raw_client):
+            data += tail  # the error event goes through the converter like any other
+            tail = b""
         if data:
             splitter = self.splitter
             if splitter is not None:
@@ -177,10 +192,18 @@ class ForwardExchange(Exchange):
                 for block in splitter.feed(data):
                     event, payload = parse_event(block)
                     assembler.feed(event, payload)
+                    if convert is not None:
+                        converted += convert.feed(event, payload)
+                    elif self.raw_client and event == b"error":
+                        converted.append(_openai_error_frame(payload))
             if self.flight is not None:
                 self.flight.stream_data(data)
             if self.batch_usage is not None:
                 self.batch_usage.feed(data)
+        if self.raw_client:
+            data = raw + b"".join(converted)
+        elif convert is not None:
+            data = b"".join(converted)
         parts = [data] if data else []
         if tail:
             parts.append(tail)
@@ -216,6 +239,24 @@ class ForwardExchange(Exchange):
         flow = self.client.flow
         if flow is not None:
             flow.on_resume(None)
+
+
+def openai_stream_converter(request: Request, model: str):
+    """Anthropic SSE events → OpenAI chunks, for a /v1/chat/completions client of a translated answer."""
+    from cco.providers.translate.openai_chat import AnthropicStreamToOpenAI
+
+    include_usage = bool(request.openai is not None and request.openai.get("include_usage"))
+    return AnthropicStreamToOpenAI(model, int(time.time()), include_usage, None)
+
+
+def _openai_error_frame(payload: bytes) -> bytes:
+    try:
+        error = orjson.loads(payload).get("error") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        error = {}
+    return b"data: " + orjson.dumps({"error": {"message": error.get("message", "upstream error"),
+                                               "type": error.get("type", "api_error"), "param": None,
+                                               "code": None}}) + b"\n\n"
 
 
 def _write_subscriber_head(client: HttpProtocol, request: Request, status: int, headers: bytes) -> None:
@@ -276,7 +317,7 @@ def model_headers(route: Route, model: str) -> bytes:
 class Target:
     """One model to try: its route, upstream head and body, and the adapter when its wire format is not Anthropic's."""
 
-    __slots__ = ("route", "model", "depth", "head", "body", "adapter", "pool", "cco_headers")
+    __slots__ = ("route", "model", "depth", "head", "body", "adapter", "pool", "cco_headers", "raw")
 
     def __init__(self, app: App, request: Request, route: Route, model: str, depth: int, path: bytes, body: bytes,
                  stream: bool, endpoint: str) -> None:
@@ -284,7 +325,14 @@ class Target:
         self.model = model
         self.depth = depth
         provider = route.provider
-        if provider == "anthropic" or not model:
+        # An OpenAI client of an OpenAI-compatible provider: its own request, passed through (model name aside).
+        self.raw = request.openai is not None and provider == "openai"
+        if self.raw:
+            adapter = self.adapter = providers.adapter(provider)
+            self.body = with_model(request.body, route.upstream_model(model))
+            self.head = adapter.request_head(adapter.UPSTREAM_PATHS[endpoint], route, len(self.body),
+                                             request.headers, stream)
+        elif provider == "anthropic" or not model:
             self.adapter = None
             self.body = body
             self.head = anthropic.request_head(request.method, path, request.query, request.headers, route, len(body))
@@ -343,7 +391,8 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
             attempt = 0
             while True:
                 exchange = ForwardExchange(loop, client, request, target.route, stream_through,
-                                           target.cco_headers + cache_line, flight, target.adapter, target.model)
+                                           target.cco_headers + cache_line, flight, target.adapter, target.model,
+                                           target.raw)
                 if batch_results:
                     exchange.batch_usage = BatchUsage(app.prices)
                 started = time.perf_counter()
@@ -421,17 +470,29 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
                             fallback_depth=target.depth)
     else:
         usage = None
-        if outcome.error is None and 200 <= outcome.status < 300 and record_as == "/v1/messages":
+        openai_client = request.openai is not None
+        if outcome.error is None and 200 <= outcome.status < 300 and record_as in MESSAGE_ENDPOINTS:
             chunks = outcome.chunks
             joined = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if target.adapter is not None:
-                joined = _translated_message(target, joined)
-                outcome.headers = [(b"content-type", b"application/json")]
+            if target.raw:
+                usage = _usage_of_openai(target, joined)
+            else:
+                if target.adapter is not None:
+                    joined = _translated_message(target, joined)
+                    outcome.headers = [(b"content-type", b"application/json")]
+                usage = usage_of_message(joined)
+                if openai_client:
+                    joined = _as_openai_completion(joined, served)
+                    outcome.headers = [(b"content-type", b"application/json")]
             outcome.chunks = [joined]
-            usage = usage_of_message(joined)
-        elif outcome.error is None and target.adapter is not None:
-            etype, message = target.adapter.error_of(outcome.status, b"".join(outcome.chunks))
-            outcome.chunks = [error_body(outcome.status, etype, message)]
+        elif outcome.error is None and not target.raw and (target.adapter is not None or openai_client):
+            body_bytes = b"".join(outcome.chunks)
+            if target.adapter is not None:
+                etype, message = target.adapter.error_of(outcome.status, body_bytes)
+            else:
+                etype = anthropic.error_type_of(body_bytes) or "api_error"
+                message = anthropic.error_message_of(body_bytes) or f"upstream status {outcome.status}"
+            outcome.chunks = [error_body(outcome.status, etype, message, shape=request.shape)]
             outcome.headers = [(b"content-type", b"application/json")]
         cost = _priced(app, served, usage)
         status, headers, response = _answer(client, request, outcome, target.cco_headers + cache_line,
@@ -450,6 +511,25 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
                           FlightResult(status=status, headers=headers, body=response, retry=200 <= status < 300))
     if client.flow is not None and client.flow.write_paused:
         await client.drain()  # a client that does not read holds up its next pipelined request, not our memory
+
+
+MESSAGE_ENDPOINTS = frozenset({"/v1/messages", "/v1/chat/completions"})
+
+
+def _usage_of_openai(target: Target, body: bytes) -> Usage | None:
+    try:
+        return usage_of_dict(target.adapter.response_message(body, target.model).get("usage"))  # type: ignore
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _as_openai_completion(message: bytes, model: str) -> bytes:
+    from cco.providers.translate.openai_chat import anthropic_to_openai_response
+
+    try:
+        return orjson.dumps(anthropic_to_openai_response(orjson.loads(message), model, int(time.time())))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return error_body(502, "api_error", "upstream answer could not be translated", shape="openai")
 
 
 def _translated_message(target: Target, body: bytes) -> bytes:
@@ -483,7 +563,7 @@ def _answer(client: HttpProtocol, request: Request, outcome: Outcome, cco_header
     extra = cco_headers + b"x-cco-overhead-ms: %.3f\r\n" % max(overhead, 0.0) + cost_header(cost)
     if outcome.error is not None:
         err = outcome.error
-        body = error_body(err.status, err.error_type, err.message)
+        body = error_body(err.status, err.error_type, err.message, shape=request.shape)
         request.request_id = new_request_id()
         client.send(request, err.status, extra + b"request-id: " + request.request_id + b"\r\n", body)
         return err.status, wire.CONTENT_TYPE_JSON, body

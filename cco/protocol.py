@@ -55,7 +55,7 @@ class Request:
 
     __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "received_at", "project",
                  "error", "is_head", "status", "shape", "prefix", "_header_map", "responded_at", "request_id",
-                 "pivot", "requested_model", "override_rule", "agent")
+                 "pivot", "requested_model", "override_rule", "agent", "openai")
 
     def __init__(self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
                  keep_alive: bool) -> None:
@@ -81,6 +81,11 @@ class Request:
         self.requested_model: str | None = None
         self.override_rule: str | None = None
         self.agent: str | None = None
+        self.openai: dict | None = None  # /v1/chat/completions: the client's stream_options
+
+    def reset_header_map(self) -> None:
+        """After `headers` was replaced (a translated request forwards other headers)."""
+        self._header_map = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (names are lower-case); a map is built on the first lookup."""

@@ -21,7 +21,7 @@ from cco.analytics.writer import AnalyticsWriter
 from cco.app import App, version_string
 from cco.cache import persist
 from cco.cache.store import ResponseCache
-from cco.config import Config
+from cco.config import Config, load_config
 from cco.protocol import HttpProtocol, Limits
 from cco.settings import Settings
 
@@ -86,6 +86,7 @@ class ProxyServer:
             raise AnalyticsUnavailable(str(exc)) from exc
         app = self.app = App(self.config, access_log_enabled=settings.access_log, cache=cache,
                              default_project=settings.project, analytics=writer, reader=Reader(analytics_path))
+        app.config_loader = lambda: load_config(settings.config_dir)
         limits = Limits(max_body_bytes=settings.max_body_bytes, header_timeout=settings.header_timeout,
                         idle_timeout=settings.idle_timeout)
         registry = self.registry
@@ -101,6 +102,14 @@ class ProxyServer:
             raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_requested.set)
+        reloads: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+
+        def reload_on_hup() -> None:
+            task = loop.create_task(app.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
         tick = loop.call_later(TICK_SECONDS, self._tick, loop)
         log.info("%s listening on http://%s:%d (config: %s)", version_string(), settings.host, settings.port,
                  self.config.directory)

@@ -47,20 +47,20 @@ import json
 import threading
 
 try:
-    from tests.mock_openai import TOOL_ARGS, TOOL_ARGS_2, MockServerBase, plan_tool_calls
     from tests.mock_anthropic import _last_user_text, _split3
+    from tests.mock_openai import TOOL_ARGS, TOOL_ARGS_2, MockServerBase, plan_tool_calls
 except ImportError:  # run as a script from tests/
-    from mock_openai import TOOL_ARGS, TOOL_ARGS_2, MockServerBase, plan_tool_calls
     from mock_anthropic import _last_user_text, _split3
+    from mock_openai import TOOL_ARGS, TOOL_ARGS_2, MockServerBase, plan_tool_calls
 
-__all__ = ["MockOllama", "TOOL_ARGS", "TOOL_ARGS_2"]
+__all__ = ["TOOL_ARGS", "TOOL_ARGS_2", "MockOllama"]
 
 DEFAULT_MODELS = ["llama3.2:latest", "qwen2.5-coder:7b"]
 CONTEXT_LENGTH = 32768
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _details(name: str) -> dict:

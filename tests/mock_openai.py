@@ -54,7 +54,7 @@ try:
 except ImportError:  # run as a script from tests/
     from mock_anthropic import MockAnthropic, RecordedRequest, _BadRequest, _last_user_text, _reason, _split3
 
-__all__ = ["MockOpenAI", "MockServerBase", "RecordedRequest", "TOOL_ARGS", "TOOL_ARGS_2"]
+__all__ = ["TOOL_ARGS", "TOOL_ARGS_2", "MockOpenAI", "MockServerBase", "RecordedRequest"]
 
 TOOL_ARGS = {"city": "Paris", "unit": "celsius"}
 TOOL_ARGS_2 = {"city": "Tokyo", "unit": "fahrenheit"}
@@ -78,6 +78,9 @@ def plan_tool_calls(params: dict, text: str, mode: str, n: int) -> list:
     tools = params.get("tools")
     if not (isinstance(tools, list) and tools):
         return []
+    messages = params.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+        return []  # a tool result came back: answer it in text, as a model would
     if mode not in ("tool", "interleaved-tools", "object-arguments") and "use the tool" not in text.lower():
         return []
     calls = [(f"call_mock_{n}", tool_name(tools[0]), dict(TOOL_ARGS))]
@@ -294,10 +297,10 @@ class MockOpenAI(MockServerBase):
     async def _route(self, writer, req, n, keep_alive, mode) -> bool:
         rid, m, p = f"req_mock_{n}", req.method, req.path
         params = req.json if isinstance(req.json, dict) else None
-        if self.require_key is not None and p.startswith("/v1/"):
-            if req.headers.get("authorization", "") != f"Bearer {self.require_key}":
-                obj = self._error_obj(401, "Incorrect API key provided (mock).", code="invalid_api_key")
-                return await self._send(writer, 401, json.dumps(obj).encode(), rid, keep_alive)
+        auth_ok = req.headers.get("authorization", "") == f"Bearer {self.require_key}"
+        if self.require_key is not None and p.startswith("/v1/") and not auth_ok:
+            obj = self._error_obj(401, "Incorrect API key provided (mock).", code="invalid_api_key")
+            return await self._send(writer, 401, json.dumps(obj).encode(), rid, keep_alive)
         if p == "/v1/chat/completions" and m == "POST":
             if params is None or not isinstance(params.get("messages"), list):
                 return await self._send_error(writer, 400, n, keep_alive,

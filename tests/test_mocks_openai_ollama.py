@@ -258,8 +258,8 @@ def test_openai_require_key():
 def test_openai_keep_alive_and_chunked_request_body(oai):
     payload = json.dumps(chat("chunked body")).encode()
     chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, payload[:10], len(payload) - 10, payload[10:])
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            f"transfer-encoding: chunked\r\n\r\n").encode()
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n")
     with socket.create_connection(("127.0.0.1", oai.port), timeout=5) as sock:
         for _ in range(2):  # two requests on one connection
             sock.sendall(head + chunked)

@@ -97,6 +97,7 @@ def rewrite_results_urls(body: bytes, base_url: str, route: Route) -> bytes:
 
 class _ErrorDetail(msgspec.Struct):
     type: str | None = None
+    message: str | None = None
 
 
 class _ErrorEnvelope(msgspec.Struct):
@@ -113,3 +114,11 @@ def error_type_of(body: bytes) -> str | None:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return envelope.error.type if envelope.error is not None else None
+
+
+def error_message_of(body: bytes) -> str | None:
+    try:
+        envelope = _error_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return envelope.error.message if envelope.error is not None else None

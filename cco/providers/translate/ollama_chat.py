@@ -1,42 +1,36 @@
-"""Anthropic Messages (the pivot) ⇄ Ollama's native `/api/chat` (reference/protocols.md §5, §4.3–4.5).
+"""Anthropic Messages (the pivot) ⇄ Ollama's native `/api/chat` (reference/protocols.md §5, §4.3–4.5). No I/O.
 
 Theory of operation
 -------------------
-Three pure pieces, no I/O:
-
-* `anthropic_to_ollama_request` flattens Anthropic content blocks into Ollama's one-string-per-message shape.
-  Text blocks of a message are joined by a blank line; base64 images go to the message's `images` list; URL and
-  file images cannot be sent (Ollama takes base64 only) and become a text placeholder `[image: <url>]`; PDF
-  documents likewise (`[document: …]`), plain-text documents are inlined. Assistant `tool_use` blocks become
-  `tool_calls` with *object* arguments; each user `tool_result` becomes its own `role: tool` message (before the
-  user's remaining text, keeping block order) named by `tool_name`, looked up from the `tool_use` with that id
-  earlier in the conversation. Thinking blocks are dropped (their signatures mean nothing to Ollama) and `think`
-  is left unset, so the model's default applies. `tool_choice: none` drops the tools (Ollama has no tool_choice);
-  `any`/`tool` cannot be enforced and are ignored. Server tools (no `input_schema`) cannot run on Ollama: dropped.
-* `ollama_to_anthropic_response` turns one non-streamed answer into a Message: text block, then tool_use blocks.
-* `OllamaStreamToAnthropic` is an incremental state machine over NDJSON bytes (any split: one byte at a time,
-  blank lines, CRLF) emitting Anthropic SSE events `(event name, JSON bytes)` that follow every rule of
-  protocols.md §1.5: `message_start` first; a block is started before its deltas and stopped before the next one
-  starts; tool input only through `input_json_delta` (the block starts with `input: {}` — Claude Code ignores
-  input given in `content_block_start`); exactly one `message_delta` with a non-null `stop_reason`, then exactly one
-  `message_stop`. Ollama sends a tool call whole in one line, so its block is opened, given its input JSON as one
-  `input_json_delta` and closed at once. An `{"error": …}` line becomes an `error` event (`api_error`) and ends the
-  stream; so does an unreadable line, and so does end of input before the `done: true` line (`finish()`: the
-  stream was cut off, and a truncated answer must not look complete). Anything after the end is ignored.
+* `anthropic_to_ollama_request` flattens content blocks into Ollama's one-string-per-message shape: text blocks
+  joined by a blank line; base64 images into the message's `images`; URL/file images (Ollama takes base64 only)
+  and PDFs become placeholders (`[image: <url>]`, `[document: …]`), text documents are inlined; assistant
+  `tool_use` → `tool_calls` with *object* arguments; each `tool_result` → its own `role: tool` message, in block
+  order, with the `tool_name` of the earlier `tool_use` of that id. Thinking blocks are dropped, `think` is left
+  unset. `tool_choice: none` drops the tools (Ollama has no tool_choice; `any`/`tool` cannot be enforced); server
+  tools (no `input_schema`) cannot run on Ollama and are dropped.
+* `ollama_to_anthropic_response`: one non-streamed answer → a Message (text block, then tool_use blocks).
+* `OllamaStreamToAnthropic`: a state machine over NDJSON bytes cut anywhere (one byte at a time, blank lines,
+  CRLF) emitting SSE events `(name, JSON bytes)` by protocols.md §1.5: `message_start` first; each block started
+  before its deltas and stopped before the next; tool input only as `input_json_delta` (blocks start with
+  `input: {}`, which Claude Code ignores anyway); one `message_delta` with a non-null `stop_reason`, then one
+  `message_stop`. Ollama sends each tool call whole in one line: its block is opened, given its JSON in one
+  `input_json_delta` and closed at once. An `{"error": …}` line, an unreadable line, or end of input before the
+  `done: true` line (`finish()`: cut off — a truncated answer must not look complete) ends the stream with an
+  `error` event (`api_error`). Input after the end is ignored.
 
 Decisions
 ---------
-* Stop reasons (protocols.md §4.3): `length` → `max_tokens`; otherwise `tool_use` when the answer holds tool calls
-  (Ollama reports `stop` for them; a missing/unknown reason with tool calls is treated alike, since the client
-  must run them); everything else (`stop`, `load`, `unload`, missing) → `end_turn`. Ollama cannot say whether a
-  stop sequence matched, so `stop_sequence` is never reported.
+* Stop reasons (§4.3): `length` → `max_tokens`; else `tool_use` when tool calls came (Ollama says `stop` for them;
+  a missing/unknown reason with tool calls too: the client must run them); else (`stop`, `load`, `unload`,
+  missing) `end_turn`. Ollama cannot tell a matched stop sequence, so `stop_sequence` stays null.
 * Usage: `input_tokens = prompt_eval_count`, `output_tokens = eval_count`, missing → 0 (in a stream a missing
-  `prompt_eval_count` keeps the `input_tokens` estimate given to the constructor); cache fields 0.
-* Tool ids: Ollama's own `id` when it sends one, else `toolu_<message id suffix>_<position>` — deterministic for a
-  given message id and unique across turns because message ids are random.
-* Thinking (`message.thinking`) is dropped: an Anthropic thinking block needs a signature we cannot make, and a
-  client that sends it back to Anthropic would get a 400. While a model only thinks, a `ping` goes out every
-  `_PING_EVERY` thinking lines so clients with a stall watchdog (Claude Code: ~300 s) keep waiting.
+  `prompt_eval_count` keeps the constructor's `input_tokens` estimate); cache fields 0.
+* Tool ids: Ollama's `id` when given, else `toolu_<message id suffix>_<position>`: deterministic for a message id,
+  unique across turns since message ids are random.
+* `message.thinking` is dropped: a thinking block needs a signature we cannot make (sent back to Anthropic it
+  would 400). While a model only thinks, a `ping` goes out every `_PING_EVERY` such lines to keep stall watchdogs
+  (Claude Code: ~300 s) waiting.
 """
 
 from __future__ import annotations
@@ -71,8 +65,20 @@ def map_stop_reason(done_reason: Any, has_tool_calls: bool) -> str:
     return "tool_use" if has_tool_calls else "end_turn"
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict:
@@ -86,19 +92,16 @@ def anthropic_to_ollama_request(req: dict, model: str, stream: bool) -> dict:
     """An Anthropic Messages request body → an Ollama `/api/chat` body (`stream` always explicit: Ollama's default
     is to stream)."""
     messages: list[dict] = []
-    system = _system_text(req.get("system"))
-    if system:
+    if system := _system_text(req.get("system")):
         messages.append({"role": "system", "content": system})
     tool_names: dict[str, str] = {}  # tool_use id → tool name, filled as the conversation is walked
     for message in req.get("messages") or ():
         if isinstance(message, dict):
             _convert_message(message, tool_names, messages)
     body: dict[str, Any] = {"model": model, "messages": messages, "stream": bool(stream)}
-    tools = _tools(req.get("tools"), req.get("tool_choice"))
-    if tools:
+    if tools := _tools(req.get("tools"), req.get("tool_choice")):
         body["tools"] = tools
-    options = _options(req)
-    if options:
+    if options := _options(req):
         body["options"] = options
     return body
 
@@ -120,71 +123,43 @@ def _convert_message(message: dict, tool_names: dict[str, str], out: list[dict])
         return
     if not isinstance(content, list):
         return
-    if role == "assistant":
-        texts: list[str] = []
-        calls: list[dict] = []
-        for block in content:
-            if not isinstance(block, dict):
-                continue
-            kind = block.get("type")
-            if kind == "tool_use":
-                name = str(block.get("name") or "")
-                call_id = block.get("id")
-                if isinstance(call_id, str):
-                    tool_names[call_id] = name
-                args = block.get("input")
-                call: dict[str, Any] = {"function": {"name": name, "arguments": args if isinstance(args, dict) else {}}}
-                if isinstance(call_id, str):
-                    call["id"] = call_id  # newer Ollama keeps ids; older ones ignore unknown fields
-                calls.append(call)
-            elif kind not in ("thinking", "redacted_thinking"):
-                _block_text(block, texts, None)
-        assistant: dict[str, Any] = {"role": "assistant", "content": "\n\n".join(texts)}
-        if calls:
-            assistant["tool_calls"] = calls
-        if texts or calls:
-            out.append(assistant)
-        return
-    # user (or system) turn: tool results first become `tool` messages, in block order with the user's own text
-    pending_text: list[str] = []
-    pending_images: list[str] = []
+    texts: list[str] = []
+    images: list[str] = []
+    calls: list[dict] = []
 
     def flush() -> None:
-        if pending_text or pending_images:
-            msg: dict[str, Any] = {"role": role, "content": "\n\n".join(pending_text)}
-            if pending_images:
-                msg["images"] = list(pending_images)
+        msg: dict[str, Any] = {"role": role, "content": "\n\n".join(texts)}
+        if images:
+            msg["images"] = images[:]
+        if calls:
+            msg["tool_calls"] = calls[:]
+        if texts or images or calls:
             out.append(msg)
-            pending_text.clear()
-            pending_images.clear()
+        del texts[:], images[:], calls[:]
 
     for block in content:
-        if isinstance(block, dict) and block.get("type") == "tool_result":
-            flush()
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_use" and role == "assistant":
+            name, call_id, args = str(block.get("name") or ""), block.get("id"), block.get("input")
+            call: dict[str, Any] = {"function": {"name": name, "arguments": _dict(args)}}
+            if isinstance(call_id, str):
+                tool_names[call_id] = name
+                call["id"] = call_id  # newer Ollama keeps ids; older ones ignore unknown fields
+            calls.append(call)
+        elif kind == "tool_result" and role != "assistant":
+            flush()  # the user's text before it stays before it
             out.append(_tool_message(block, tool_names))
-        elif isinstance(block, dict):
-            _block_text(block, pending_text, pending_images)
-        elif isinstance(block, str):
-            pending_text.append(block)
+        else:
+            _content_text(block, texts, images if role != "assistant" else None)
     flush()
 
 
 def _tool_message(block: dict, tool_names: dict[str, str]) -> dict:
     texts: list[str] = []
     images: list[str] = []
-    content = block.get("content")
-    if isinstance(content, str):
-        texts.append(content)
-    elif isinstance(content, list):
-        for inner in content:
-            if isinstance(inner, dict):
-                _block_text(inner, texts, images)
-            elif isinstance(inner, str):
-                texts.append(inner)
+    _content_text(block.get("content"), texts, images)
     text = "\n\n".join(texts)
-    if block.get("is_error"):
-        text = "Error: " + text
-    msg: dict[str, Any] = {"role": "tool", "content": text}
+    msg: dict[str, Any] = {"role": "tool", "content": "Error: " + text if block.get("is_error") else text}
     call_id = block.get("tool_use_id")
     if isinstance(call_id, str):
         if call_id in tool_names:
@@ -195,46 +170,41 @@ def _tool_message(block: dict, tool_names: dict[str, str]) -> dict:
     return msg
 
 
-def _block_text(block: dict, texts: list[str], images: list[str] | None) -> None:
-    """Append what a non-tool content block says to `texts` (base64 images to `images` when given)."""
-    kind = block.get("type")
-    if kind == "text":
-        if isinstance(block.get("text"), str):
-            texts.append(block["text"])
-    elif kind == "image":
-        source = block.get("source") if isinstance(block.get("source"), dict) else {}
+def _content_text(item: Any, texts: list[str], images: list[str] | None) -> None:
+    """Append what content (a string, a block or a list of them) says to `texts`; base64 images go to `images`
+    when given, else a placeholder; thinking says nothing."""
+    if isinstance(item, str):
+        texts.append(item)
+        return
+    if isinstance(item, list):
+        for part in item:
+            _content_text(part, texts, images)
+        return
+    if not isinstance(item, dict):
+        return
+    kind = item.get("type")
+    source = _dict(item.get("source"))
+    if kind == "image":
         if source.get("type") == "base64" and isinstance(source.get("data"), str) and images is not None:
             images.append(source["data"])
-        elif source.get("type") == "url":
-            texts.append(f"[image: {source.get('url')}]")
-        elif source.get("type") == "file":
-            texts.append(f"[image: file {source.get('file_id')}]")
         else:
-            texts.append("[image]")
+            where = source.get("url") or (source.get("file_id") and f"file {source['file_id']}")
+            texts.append(f"[image: {where}]" if where else "[image]")
     elif kind == "document":
-        source = block.get("source") if isinstance(block.get("source"), dict) else {}
-        title = block.get("title") if isinstance(block.get("title"), str) else None
+        title = item.get("title") if isinstance(item.get("title"), str) else None
         if source.get("type") == "text" and isinstance(source.get("data"), str):
             texts.append(f"[document: {title}]\n{source['data']}" if title else source["data"])
         elif source.get("type") == "content":
-            inner = source.get("content")
-            if isinstance(inner, str):
-                texts.append(inner)
-            elif isinstance(inner, list):
-                for part in inner:
-                    if isinstance(part, dict):
-                        _block_text(part, texts, images)
+            _content_text(source.get("content"), texts, images)
         else:
             what = source.get("url") or title or source.get("media_type") or "attachment"
             texts.append(f"[document: {what} (not readable by this model)]")
     elif kind in ("thinking", "redacted_thinking"):
         return
-    elif isinstance(block.get("text"), str):  # unknown kinds that carry text (e.g. future text-like blocks)
-        texts.append(block["text"])
-    elif isinstance(block.get("content"), list):  # e.g. search_result: its text blocks
-        for part in block["content"]:
-            if isinstance(part, dict):
-                _block_text(part, texts, images)
+    elif isinstance(item.get("text"), str):  # text, and unknown kinds that carry text
+        texts.append(item["text"])
+    elif isinstance(item.get("content"), list):  # e.g. search_result: its text blocks
+        _content_text(item["content"], texts, images)
 
 
 def _tools(tools: Any, choice: Any) -> list[dict] | None:
@@ -258,17 +228,13 @@ def _tools(tools: Any, choice: Any) -> list[dict] | None:
     return out
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _options(req: dict) -> dict:
     options: dict[str, Any] = {}
-    for key in ("temperature", "top_p", "top_k"):
-        if _is_number(req.get(key)):
-            options[key] = req[key]
-    if _is_number(req.get("max_tokens")):
-        options["num_predict"] = int(req["max_tokens"])
+    for key, option in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
+                        ("max_tokens", "num_predict")):
+        value = req.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            options[option] = int(value) if option == "num_predict" else value
     stops = req.get("stop_sequences")
     if isinstance(stops, list) and stops:
         options["stop"] = [s for s in stops if isinstance(s, str)]
@@ -289,7 +255,7 @@ def _tool_calls(message: dict) -> list[tuple[str | None, str, dict]]:
     for call in calls:
         if not isinstance(call, dict):
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else call
+        function = _dict(call.get("function")) or call
         args = function.get("arguments")
         if isinstance(args, (str, bytes)):
             try:
@@ -308,7 +274,7 @@ def ollama_to_anthropic_response(resp: dict, model: str, *, message_id: str | No
         raise ValueError("the Ollama answer is not a JSON object")
     if resp.get("error") is not None:
         raise ValueError(f"Ollama error: {resp['error']}")
-    message = resp.get("message") if isinstance(resp.get("message"), dict) else {}
+    message = _dict(resp.get("message"))
     message_id = message_id or new_message_id()
     content: list[dict] = []
     text = message.get("content")
@@ -328,14 +294,14 @@ def ollama_to_anthropic_response(resp: dict, model: str, *, message_id: str | No
 class OllamaStreamToAnthropic:
     """Feed raw NDJSON bytes as they arrive; get Anthropic SSE events `(event, data)` back (see the module doc)."""
 
-    __slots__ = ("_model", "_message_id", "_buffer", "_scanned", "_started", "_open_text", "_next_index",
-                 "_tool_calls", "_thinking_lines", "_input_tokens", "_output_tokens", "_stop_reason", "_done",
-                 "_ended", "_error")
+    __slots__ = ("_model", "message_id", "_buffer", "_scanned", "_started", "_open_text", "_next_index",
+                 "_tool_calls", "_thinking_lines", "_input_tokens", "_output_tokens", "stop_reason", "_done",
+                 "ended", "error")
 
     def __init__(self, model: str, message_id: str | None = None, *, input_tokens: int = 0) -> None:
         # config
         self._model = model
-        self._message_id = message_id or new_message_id()
+        self.message_id = message_id or new_message_id()
         # input framing: bytes of an incomplete line; how far of it was already searched for b"\n"
         self._buffer = bytearray()
         self._scanned = 0
@@ -345,13 +311,13 @@ class OllamaStreamToAnthropic:
         self._next_index = 0
         self._tool_calls = 0
         self._thinking_lines = 0
-        # outcome
+        # outcome (public attributes are read-only for callers)
         self._input_tokens = _count(input_tokens)
         self._output_tokens = 0
-        self._stop_reason: str | None = None
-        self._done = False  # the `done: true` line was seen
-        self._ended = False  # no more events: done, error or cut off
-        self._error: str | None = None
+        self.stop_reason: str | None = None
+        self._done = False
+        self.ended = False  # no more events: complete, or ended by an error event
+        self.error: str | None = None  # the message of the error event that ended the stream
 
     @property
     def done(self) -> bool:
@@ -359,28 +325,12 @@ class OllamaStreamToAnthropic:
         return self._done
 
     @property
-    def ended(self) -> bool:
-        """True once the event stream is over (complete, or ended by an error event)."""
-        return self._ended
-
-    @property
-    def error(self) -> str | None:
-        return self._error
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self._stop_reason
-
-    @property
-    def message_id(self) -> str:
-        return self._message_id
-
-    @property
     def usage(self) -> dict:
+        """Anthropic usage so far (final once `done`)."""
         return _usage(self._input_tokens, self._output_tokens)
 
     def feed(self, data: bytes) -> list[Event]:
-        if self._ended or not data:
+        if self.ended or not data:
             return []
         buffer = self._buffer
         buffer += data
@@ -394,7 +344,7 @@ class OllamaStreamToAnthropic:
             start = newline + 1
             if line:
                 self._line(line, out)
-                if self._ended:
+                if self.ended:
                     buffer.clear()  # trailing data after the end is ignored
                     self._scanned = 0
                     return out
@@ -408,20 +358,15 @@ class OllamaStreamToAnthropic:
     def finish(self) -> list[Event]:
         """End of input. A final line without its newline still counts; no `done: true` line means the stream was
         cut off, which the client must learn as an `error` event rather than as a complete answer."""
-        if self._ended:
+        if self.ended:
             return []
         out: list[Event] = []
         rest = bytes(self._buffer).strip()
         self._buffer.clear()
         self._scanned = 0
-        if rest:
-            try:
-                orjson.loads(rest)
-            except orjson.JSONDecodeError:
-                rest = b""  # a line cut in the middle: reported as the cut-off below
-        if rest:
+        if rest and _is_json(rest):  # else a line cut in the middle: reported as the cut-off below
             self._line(rest, out)
-        if not self._ended:
+        if not self.ended:
             self._fail(out, "the Ollama stream ended before its final line (done: true): the answer is incomplete")
         return out
 
@@ -443,7 +388,7 @@ class OllamaStreamToAnthropic:
         if not self._started:
             self._started = True
             out.append(("message_start", orjson.dumps({"type": "message_start", "message": {
-                "id": self._message_id, "type": "message", "role": "assistant", "model": self._model,
+                "id": self.message_id, "type": "message", "role": "assistant", "model": self._model,
                 "content": [], "stop_reason": None, "stop_sequence": None,
                 "usage": _usage(self._input_tokens, 0)}})))
         message = obj.get("message")
@@ -475,7 +420,7 @@ class OllamaStreamToAnthropic:
         self._close_text(out)
         index = self._next_index
         self._next_index += 1
-        block = {"type": "tool_use", "id": call_id or tool_use_id(self._message_id, self._tool_calls), "name": name,
+        block = {"type": "tool_use", "id": call_id or tool_use_id(self.message_id, self._tool_calls), "name": name,
                  "input": {}}
         self._tool_calls += 1
         out.append(("content_block_start", orjson.dumps(
@@ -494,15 +439,15 @@ class OllamaStreamToAnthropic:
         if "prompt_eval_count" in obj:
             self._input_tokens = _count(obj.get("prompt_eval_count"))
         self._output_tokens = _count(obj.get("eval_count"))
-        self._stop_reason = map_stop_reason(obj.get("done_reason"), self._tool_calls > 0)
+        self.stop_reason = map_stop_reason(obj.get("done_reason"), self._tool_calls > 0)
         out.append(("message_delta", orjson.dumps({
-            "type": "message_delta", "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
+            "type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
             "usage": self.usage})))
         out.append(_MESSAGE_STOP)
         self._done = True
-        self._ended = True
+        self.ended = True
 
     def _fail(self, out: list[Event], message: str) -> None:
-        self._error = message
-        self._ended = True
+        self.error = message
+        self.ended = True
         out.append(("error", orjson.dumps({"type": "error", "error": {"type": "api_error", "message": message}})))
