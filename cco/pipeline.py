@@ -432,7 +432,7 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
         assembler = exchange.outcome.assembler if exchange is not None else None
         usage = usage_of_dict(assembler.usage) if assembler is not None else None
         app.record_call(request, target.model, target.route, record_as, stream_through, cache_label, usage,
-                        _priced(app, target.model, usage), error_type="client_closed",
+                        _priced(app, request, target.model, usage), error_type="client_closed",
                         upstream_ms=upstream_seconds * 1000 or None, fallback_depth=target.depth)
         raise
     finally:
@@ -466,7 +466,7 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
             if error_type is None and assembler is not None and not assembler.complete:
                 error_type = "incomplete_stream"
             app.record_call(request, served, route, record_as, True, cache_label, usage,
-                            _priced(app, served, usage), error_type=error_type, upstream_ms=upstream_seconds * 1000,
+                            _priced(app, request, served, usage), error_type=error_type, upstream_ms=upstream_seconds * 1000,
                             fallback_depth=target.depth)
     else:
         usage = None
@@ -494,7 +494,7 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
                 message = anthropic.error_message_of(body_bytes) or f"upstream status {outcome.status}"
             outcome.chunks = [error_body(outcome.status, etype, message, shape=request.shape)]
             outcome.headers = [(b"content-type", b"application/json")]
-        cost = _priced(app, served, usage)
+        cost = _priced(app, request, served, usage)
         status, headers, response = _answer(client, request, outcome, target.cco_headers + cache_line,
                                             upstream_seconds, rewrite, cost.cost)
         if error_type is None and status >= 400:
@@ -541,9 +541,12 @@ def _translated_message(target: Target, body: bytes) -> bytes:
         return error_body(502, "api_error", f"upstream {target.route.provider}: unreadable answer")
 
 
-def _priced(app: App, model: str, usage: Usage | None) -> CallCost:
+def _priced(app: App, request: Request, model: str, usage: Usage | None) -> CallCost:
+    """The call's cost; an overridden call would have cost the requested model's price (SPEC §7)."""
     if usage is None or not model:
         return NO_COST
+    if request.override_rule is not None:
+        return call_cost(app.prices, model, usage, requested_model=request.requested_model, overridden=True)
     return call_cost(app.prices, model, usage)
 
 

@@ -15,6 +15,8 @@ import anthropic
 import openai
 import pytest
 
+from cco.config import load_config
+from cco.pricing import Usage, cost_at
 from tests.conftest import IMPLS, ProxyProcess
 from tests.http_util import wait_for
 from tests.mock_anthropic import TOOL_INPUT
@@ -34,7 +36,7 @@ OPENAI_TOOL = {"type": "function", "function": {"name": "get_weather", "descript
 OVERRIDES = """
 [overrides]
 enabled = true
-rules = [["claude-opus-override", "claude-haiku-4-5"], ["re:^claude-retired-", "claude-sonnet-4-5"]]
+rules = [["claude-opus-4-1", "claude-haiku-4-5"], ["re:^claude-retired-", "claude-sonnet-4-5"]]
 
 [agents]
 "test-engineer" = "gpt-4o-mini"
@@ -265,7 +267,7 @@ def test_fallback_on_connect_failure_walks_the_chain(gateway):
 
 
 def test_override_rules_and_agents(gateway, mock_upstream):
-    resp = send(gateway, {"model": "claude-opus-override", "max_tokens": 32,
+    resp = send(gateway, {"model": "claude-opus-4-1", "max_tokens": 32,
                           "messages": [{"role": "user", "content": f"ov {uuid.uuid4().hex}"}]})
     assert resp.status == 200 and resp.headers["x-cco-model"] == "claude-haiku-4-5"
     assert mock_upstream.requests[-1].json["model"] == "claude-haiku-4-5"
@@ -278,12 +280,22 @@ def test_override_rules_and_agents(gateway, mock_upstream):
 
     def counted():
         stats = get_json(gateway, "/api/overrides/stats")
-        return stats["overrides_by_model"].get("claude-opus-override", {}).get("count", 0) >= 1 and stats
+        return stats["overrides_by_model"].get("claude-opus-4-1", {}).get("count", 0) >= 1 and stats
     stats = None
     assert wait_for(lambda: bool(counted()), timeout=10)
     stats = counted()
-    entry = stats["overrides_by_model"]["claude-opus-override"]
+    entry = stats["overrides_by_model"]["claude-opus-4-1"]
     assert entry["overridden_to"] == "claude-haiku-4-5" and 0 < entry["percentage"] <= 100
+    # saved: the price difference on the tokens actually used, from the ledger's own rows
+    rows = [c for c in get_json(gateway, "/api/export/analytics?days=1")["calls"]
+            if c["requested_model"] == "claude-opus-4-1"]
+    table = load_config(None).pricing
+    expected = 0.0
+    for row in rows:
+        usage = Usage(input_tokens=row["input_tokens"], output_tokens=row["output_tokens"])
+        expected += cost_at(table.lookup("claude-opus-4-1"), usage) - cost_at(table.lookup("claude-haiku-4-5"), usage)
+        assert row["override_rule"] == "claude-opus-4-1" and row["model"] == "claude-haiku-4-5"
+    assert expected > 0 and entry["cost_saved"] == pytest.approx(expected, abs=1e-12)
     health = get_json(gateway, "/health")
     assert health["overrides_enabled"] is True and health["override_rules"] == 3
 
@@ -305,7 +317,7 @@ def test_count_tokens_for_translated_routes(gateway, upstreams):
 
 
 def test_route_explanation(gateway):
-    body = get_json(gateway, "/api/route?model=claude-opus-override")
+    body = get_json(gateway, "/api/route?model=claude-opus-4-1")
     assert body["override"]["applied"] is True and body["override"]["model"] == "claude-haiku-4-5"
     assert body["route"]["provider"] == "anthropic" and body["patterns_tried"] == []
     ollama = get_json(gateway, "/api/route?model=ollama/llama3.2")

@@ -127,16 +127,10 @@ def _clean_id(raw: Any, prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
 
-def _message_id(openai_id: Any) -> str:
-    if isinstance(openai_id, str) and openai_id.removeprefix("chatcmpl-"):
-        return "msg_" + _BAD_ID_CHARS.sub("_", openai_id.removeprefix("chatcmpl-"))
-    return "msg_" + secrets.token_hex(12)
-
-
-def _completion_id(message_id: Any) -> str:
-    if isinstance(message_id, str) and message_id.removeprefix("msg_"):
-        return "chatcmpl-" + message_id.removeprefix("msg_")
-    return "chatcmpl-" + secrets.token_hex(12)
+def _swap_prefix(raw: Any, old: str, new: str) -> str:
+    """`chatcmpl-X` → `msg_X` and back (random when there is no id)."""
+    rest = raw.removeprefix(old) if isinstance(raw, str) else ""
+    return new + (_BAD_ID_CHARS.sub("_", rest) if rest else secrets.token_hex(12))
 
 
 def parse_arguments(arguments: Any) -> dict:
@@ -307,11 +301,11 @@ def openai_to_anthropic_response(resp: dict, model: str) -> dict:
     calls = [calls] if isinstance(calls, dict) else calls if isinstance(calls, list) else []
     if isinstance(message.get("function_call"), dict):  # legacy functions API
         calls = [*calls, {"function": message["function_call"]}]
+    calls = [c for c in calls if isinstance(c, dict) and isinstance(c.get("function"), dict)]
     for call in calls:
-        fn = call.get("function") if isinstance(call, dict) and isinstance(call.get("function"), dict) else {}
-        content.append({"type": "tool_use", "id": _clean_id(call.get("id") if isinstance(call, dict) else None,
-                                                             "toolu_"),
-                        "name": fn.get("name") or "", "input": parse_arguments(fn.get("arguments"))})
+        content.append({"type": "tool_use", "id": _clean_id(call.get("id"), "toolu_"),
+                        "name": call["function"].get("name") or "",
+                        "input": parse_arguments(call["function"].get("arguments"))})
     finish = choice.get("finish_reason")
     stop_reason = finish_reason_to_stop_reason(finish, bool(calls))
     stop_sequence = None
@@ -319,7 +313,7 @@ def openai_to_anthropic_response(resp: dict, model: str) -> dict:
         stop_reason = "refusal"
     elif stop_reason == "end_turn" and finish == "stop" and isinstance(choice.get("stop_reason"), str):
         stop_reason, stop_sequence = "stop_sequence", choice["stop_reason"]  # vLLM names the matched string
-    return {"id": _message_id(resp.get("id")), "type": "message", "role": "assistant", "model": model,
+    return {"id": _swap_prefix(resp.get("id"), "chatcmpl-", "msg_"), "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
             "usage": openai_usage_to_anthropic(resp.get("usage"))}
 
@@ -361,8 +355,8 @@ def _stream_error(chunk: dict) -> tuple[str, str]:
     err = chunk.get("error")
     source = err if isinstance(err, dict) else chunk
     message = err if isinstance(err, str) else source.get("message")
-    hint = f"{source.get('type')} {source.get('code')} {message}".lower()
-    kind = "overloaded_error" if "overload" in hint or "503" in hint or "529" in hint else "api_error"
+    overloaded = "overload" in f"{source.get('type')} {message}".lower() or str(source.get("code")) in ("503", "529")
+    kind = "overloaded_error" if overloaded else "api_error"
     return kind, message if isinstance(message, str) and message else "upstream stream error"
 
 
@@ -474,7 +468,7 @@ class OpenAIStreamToAnthropic:
     def _start(self, chunk: dict, out: list[Event]) -> None:
         self._started = True
         if self.message_id is None:
-            self.message_id = _message_id(chunk.get("id"))
+            self.message_id = _swap_prefix(chunk.get("id"), "chatcmpl-", "msg_")
         usage = {"input_tokens": self._input_tokens, "cache_creation_input_tokens": 0,
                  "cache_read_input_tokens": 0, "output_tokens": 0}
         if isinstance(chunk.get("usage"), dict):
@@ -847,7 +841,7 @@ def anthropic_to_openai_response(msg: dict, model: str, created: int) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    return {"id": _completion_id(msg.get("id")), "object": "chat.completion", "created": created, "model": model,
+    return {"id": _swap_prefix(msg.get("id"), "msg_", "chatcmpl-"), "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": stop_reason_to_finish_reason(msg.get("stop_reason"))}],
             "usage": anthropic_usage_to_openai(msg.get("usage"))}
@@ -891,7 +885,7 @@ class AnthropicStreamToOpenAI:
         if name == "message_start":
             message = obj.get("message") if isinstance(obj.get("message"), dict) else {}
             if self._id is None:
-                self._id = _completion_id(message.get("id"))
+                self._id = _swap_prefix(message.get("id"), "msg_", "chatcmpl-")
             self._take_usage(message.get("usage"))
         elif name == "content_block_start":
             block = obj.get("content_block") if isinstance(obj.get("content_block"), dict) else {}
@@ -946,7 +940,7 @@ class AnthropicStreamToOpenAI:
 
     def _completion_id(self) -> str:
         if self._id is None:
-            self._id = _completion_id(None)
+            self._id = _swap_prefix(None, "msg_", "chatcmpl-")
         return self._id
 
     def _take_usage(self, usage: Any) -> None:
