@@ -577,6 +577,23 @@ def test_stream_quirks_cumulative_object_and_argumentless_calls():
         assert message["stop_reason"] == "tool_use"  # "stop" with tool calls
 
 
+def test_stream_late_tool_name_and_text_during_a_tool_call():
+    def chunk(delta, finish=None, **extra):
+        return b"data: " + orjson.dumps({"id": "chatcmpl-z", "choices": [
+            {"index": 0, "delta": delta, "finish_reason": finish}], **extra}) + b"\n\n"
+    data = chunk({"tool_calls": [{"index": 0, "id": "call_1"}]}, usage={"prompt_tokens": 5, "completion_tokens": 1})
+    data += chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]})
+    data += chunk({"content": "between"})  # waits: the tool call's arguments are not complete yet
+    data += chunk({"tool_calls": [{"index": 0, "function": {"name": "f"}}]})
+    data += chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]})
+    data += chunk({"content": " more"})
+    data += chunk({}, "tool_calls", usage={"prompt_tokens": 5, "completion_tokens": 9}) + b"data: [DONE]\n\n"
+    for splits in SPLITS:
+        message = check_events(run_stream(data, splits))
+        assert summary(message) == [("tool_use", "f", {"a": 1}), ("text", "between more")]
+        assert message["usage"]["output_tokens"] == 9 and message["stop_reason"] == "tool_use"
+
+
 def test_stream_reasoning_dropped_with_pings_and_stop_sequence():
     def chunk(delta, finish=None, **extra):
         return b"data: " + orjson.dumps({"id": "chatcmpl-r", "choices": [
@@ -739,7 +756,9 @@ def test_anthropic_stream_tool_only_and_start_input():
         (b"message_stop", b'{"type":"message_stop"}'),
     ]
     t = AnthropicStreamToOpenAI("m", 1, include_usage=True)
-    chunks = [orjson.loads(f[6:]) for event, data in events for f in t.feed(event, data)[:1] if f != b"data: [DONE]\n\n"]
+    frames = [f for event, data in events for f in t.feed(event, data)]
+    assert frames[-1] == b"data: [DONE]\n\n"
+    chunks = [orjson.loads(f[6:]) for f in frames[:-1]]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": None, "tool_calls": [
         {"index": 0, "id": "toolu_9", "type": "function", "function": {"name": "ls", "arguments": ""}}]}
     assert chunks[1]["choices"][0]["delta"] == {"tool_calls": [{"index": 0, "function": {"arguments": '{"path":"/"}'}}]}

@@ -154,6 +154,13 @@ def _arguments_json(tool_input: Any) -> str:
     return orjson.dumps(tool_input if isinstance(tool_input, dict) else {}).decode()
 
 
+def _tool_calls(blocks: list[dict]) -> list[dict]:
+    """Anthropic tool_use blocks → OpenAI `tool_calls` (arguments as a JSON string)."""
+    return [{"id": b.get("id"), "type": "function",
+             "function": {"name": b.get("name"), "arguments": _arguments_json(b.get("input"))}}
+            for b in blocks if b.get("type") == "tool_use"]
+
+
 def _blocks_text(content: Any, sep: str = "\n") -> str:
     """Text of an Anthropic string-or-blocks content, or of OpenAI string-or-parts content."""
     if isinstance(content, str):
@@ -224,9 +231,7 @@ def _anthropic_message(message: dict, path: str, out: list[dict]) -> None:
     blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
     if role == "assistant":
         texts = [b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str)]
-        calls = [{"id": b.get("id"), "type": "function",
-                  "function": {"name": b.get("name"), "arguments": _arguments_json(b.get("input"))}}
-                 for b in blocks if b.get("type") == "tool_use"]
+        calls = _tool_calls(blocks)
         msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else (None if calls else "")}
         if calls:
             msg["tool_calls"] = calls
@@ -313,7 +318,8 @@ def openai_to_anthropic_response(resp: dict, model: str) -> dict:
         stop_reason = "refusal"
     elif stop_reason == "end_turn" and finish == "stop" and isinstance(choice.get("stop_reason"), str):
         stop_reason, stop_sequence = "stop_sequence", choice["stop_reason"]  # vLLM names the matched string
-    return {"id": _swap_prefix(resp.get("id"), "chatcmpl-", "msg_"), "type": "message", "role": "assistant", "model": model,
+    return {"id": _swap_prefix(resp.get("id"), "chatcmpl-", "msg_"), "type": "message", "role": "assistant",
+            "model": model,
             "content": content, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
             "usage": openai_usage_to_anthropic(resp.get("usage"))}
 
@@ -835,13 +841,12 @@ def _openai_tool_choice(choice: Any) -> dict | None:
 def anthropic_to_openai_response(msg: dict, model: str, created: int) -> dict:
     blocks = [b for b in msg.get("content") or () if isinstance(b, dict)]
     texts = [b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str)]
-    calls = [{"id": b.get("id"), "type": "function",
-              "function": {"name": b.get("name"), "arguments": _arguments_json(b.get("input"))}}
-             for b in blocks if b.get("type") == "tool_use"]
+    calls = _tool_calls(blocks)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    return {"id": _swap_prefix(msg.get("id"), "msg_", "chatcmpl-"), "object": "chat.completion", "created": created, "model": model,
+    return {"id": _swap_prefix(msg.get("id"), "msg_", "chatcmpl-"), "object": "chat.completion", "created": created,
+            "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": stop_reason_to_finish_reason(msg.get("stop_reason"))}],
             "usage": anthropic_usage_to_openai(msg.get("usage"))}
