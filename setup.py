@@ -12,7 +12,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
-FAST_MODULES = ["sse_c", "key_c", "lru_c"]
+FAST_MODULES = ["sse_c", "key_c", "lru_c", "hit_c"]
 
 
 class OptionalBuildExt(build_ext):

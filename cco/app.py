@@ -16,7 +16,7 @@ import msgspec
 import orjson
 
 from cco import __version__, api, metrics
-from cco._fast import IMPL, JsonSyntaxError, scan_request
+from cco._fast import IMPL, HitLane, JsonSyntaxError, scan_request
 from cco.analytics.events import EventFeed
 from cco.analytics.reader import Reader
 from cco.analytics.record import Recorder
@@ -24,7 +24,8 @@ from cco.analytics.writer import AnalyticsWriter
 from cco.cache.store import ResponseCache
 from cco.config import Config
 from cco.errors import InvalidRequest, MethodNotAllowed, NotFound, ProviderNotAvailable, ServiceUnavailable
-from cco.pipeline import CachePlan, entry_cost, follow, forward, serve_entry, with_model
+from cco.pipeline import (CachePlan, entry_cost, follow, forward, model_headers, new_request_id, serve_entry,
+                          with_model)
 from cco.pricing import CallCost, PriceTable, Usage
 from cco.protocol import HttpProtocol, Request
 from cco.providers import anthropic
@@ -73,6 +74,10 @@ class App:
         self.events = EventFeed()
         self.events.snapshot = self.snapshot
         self.metrics_registry = metrics.registry_for(self)
+        self.hit_lane = HitLane(self, scan_request) if cache is not None else None
+        if self.hit_lane is not None:
+            self.hit_lane.new_request_id = new_request_id
+            self.hit_lane.model_headers = model_headers
         self.config_loader: Callable[[], Config] | None = None  # set by the server: reads the config directory
         self.config_generation = 1
         self.last_reload: dict | None = None
@@ -224,7 +229,10 @@ class App:
                                 request.header(b"anthropic-beta") or b""))
         # A route that forwards the client's own credential serves hits only to credentials seen to succeed.
         trusted = route.api_key is not None or cache.credential_verified(credential)
-        key = scan.key(context)
+        lane = self.hit_lane
+        key = lane.reuse_key(scan, context) if lane is not None else None
+        if key is None:
+            key = scan.key(context)
         flight_key = None if refresh else (key if trusted else key + b"%x" % credential)
         return CachePlan(key, readable=trusted and not refresh, flight_key=flight_key, credential=credential,
                          endpoint=endpoint.decode())
@@ -286,7 +294,10 @@ def messages(app: App, request: Request, client: HttpProtocol):
     _require(request, b"POST")
     if app.draining:
         raise ServiceUnavailable("the proxy is shutting down")
-    scan = _scan(request.body)
+    lane = app.hit_lane
+    scan = lane.reuse_scan(request.body) if lane is not None else None
+    if scan is None:
+        scan = _scan(request.body)
     requested = _field(scan, b"model", _str_decoder, "a string", required=True)
     stream = _field(scan, b"stream", _bool_decoder, "a boolean") or False
     _field(scan, b"max_tokens", _optional_int_decoder, "an integer")

@@ -133,6 +133,8 @@ class HttpProtocol(asyncio.Protocol):
         self._body_size = 0
         # response being written
         self.response_started = False
+        # the cache-hit lane (cco._fast.hit_*): answers plain repeated requests without the general path
+        self.lane = getattr(handler, "hit_lane", None) if not getattr(handler, "access_log", False) else None
 
     # Protocol interface
 
@@ -243,11 +245,19 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_request = False
         parser = self.parser
-        path, query = _split_target(self._url)
-        body = self._body
-        request = Request(parser.get_method(), path, query, self._headers,
-                          body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive())
+        chunks = self._body
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._body = []
+        lane = self.lane
+        if (lane is not None and self.task is None and not self.queue and not self.closed_by_us
+                and parser.should_keep_alive() and not self.registry.draining):
+            if lane.serve(parser.get_method(), self._url, self._headers, body, time.perf_counter(), self.transport):
+                self._headers = []
+                self.requests_served += 1
+                self.idle_since = time.monotonic()
+                return
+        path, query = _split_target(self._url)
+        request = Request(parser.get_method(), path, query, self._headers, body, parser.should_keep_alive())
         self._headers = []
         if self.closed_by_us:
             return  # the connection is closing: nothing more is answered on it

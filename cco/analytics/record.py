@@ -145,7 +145,10 @@ class Recorder:
         self._key_hashes: dict[bytes, str] = {}
 
     def _key_hash(self, request: Request) -> str | None:
-        credential = request.header(b"x-api-key") or request.header(b"authorization")
+        return self.key_hash_of(request.header(b"x-api-key") or request.header(b"authorization"))
+
+    def key_hash_of(self, credential: bytes | None) -> str | None:
+        """The first 8 hex digits of the credential's SHA-256 (memoized: a process sees few credentials)."""
         if not credential:
             return None
         prefix = self._key_hashes.get(credential)
