@@ -23,7 +23,7 @@ from cco.analytics.record import Recorder
 from cco.analytics.writer import AnalyticsWriter
 from cco.cache.store import ResponseCache
 from cco.config import Config
-from cco.errors import InvalidRequest, MethodNotAllowed, NotFound, ProviderNotAvailable, ServiceUnavailable
+from cco.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceUnavailable
 from cco.pipeline import (CachePlan, entry_cost, follow, forward, model_headers, new_request_id, serve_entry,
                           with_model)
 from cco.pricing import CallCost, PriceTable, Usage

@@ -11,7 +11,6 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import msgspec
 

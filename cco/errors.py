@@ -71,13 +71,6 @@ class HeadersTooLarge(ClientError):
     status = 431
 
 
-class ProviderNotAvailable(ClientError):
-    """The route names a provider this build cannot carry traffic to yet."""
-
-    status = 501
-    error_type = "api_error"
-
-
 class ServiceUnavailable(CcoError):
     """The proxy is shutting down."""
 
