@@ -309,7 +309,10 @@ def messages(app: App, request: Request, client: HttpProtocol):
 
 def count_tokens(app: App, request: Request, client: HttpProtocol):
     _require(request, b"POST")
-    scan = _scan(request.body)
+    lane = app.hit_lane
+    scan = lane.reuse_scan(request.body) if lane is not None else None
+    if scan is None:
+        scan = _scan(request.body)
     requested = _field(scan, b"model", _str_decoder, "a string", required=True)
     model = app.resolve_model(request, requested, lambda: _system_text(scan))
     route = app.route_for(model)
