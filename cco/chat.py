@@ -60,6 +60,11 @@ def chat_completions(app: App, request: Request, client: HttpProtocol):
     route = app.route_for(model)
     chain = tuple(app.config.fallback_chain.get(model, ()))
     if route.provider == "openai" and not chain:
+        if stream and not request.openai.get("include_usage"):
+            # Ask for the usage chunk anyway (the ledger needs the tokens) and keep it from the client.
+            obj["stream_options"] = dict(request.openai, include_usage=True)
+            request.body = orjson.dumps(obj)
+            request.openai = dict(request.openai, _strip_usage=True)
         return forward(app, client, request, route, model, b"/v1/chat/completions", request.body,
                        stream_through=stream, record_as="/v1/chat/completions")
     from cco.providers.translate.openai_chat import openai_to_anthropic_request

@@ -50,7 +50,7 @@ class Outcome:
 class ForwardExchange(Exchange):
     __slots__ = ("client", "request", "stream_through", "outcome", "done", "loop", "splitter", "cco_headers",
                  "overhead_ms", "pending_head", "pending", "flight", "batch_usage", "adapter", "model", "translator",
-                 "raw_client", "client_convert")
+                 "raw_client", "client_convert", "usage_filter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, client: HttpProtocol, request: Request, route: Route,
                  stream_through: bool, cco_headers: bytes, flight: Flight | None, adapter=None,
@@ -75,6 +75,10 @@ class ForwardExchange(Exchange):
         self.translator = None  # the adapter's stream translator, once a 2xx stream started
         self.raw_client = raw_client  # OpenAI passed through to an OpenAI client: translated only to be observed
         self.client_convert = None  # Anthropic events → OpenAI chunks, for an OpenAI client of a translated answer
+        # Drops the usage chunk the proxy asked for on the client's behalf (see cco/chat.py)
+        self.usage_filter: UsageChunkFilter | None = None
+        if raw_client and request.openai is not None and request.openai.get("_strip_usage"):
+            self.usage_filter = UsageChunkFilter()
 
     def on_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         outcome = self.outcome
@@ -154,6 +158,8 @@ class ForwardExchange(Exchange):
             if self.batch_usage is not None:
                 self.batch_usage.feed(data)
         if self.raw_client:
+            if self.usage_filter is not None:
+                raw = self.usage_filter.feed(raw)
             data = raw + b"".join(converted)
         elif convert is not None:
             data = b"".join(converted)
@@ -192,6 +198,35 @@ class ForwardExchange(Exchange):
         flow = self.client.flow
         if flow is not None:
             flow.on_resume(None)
+
+
+class UsageChunkFilter:
+    """Removes the usage-only chunk (`choices: []`) from a passed-through OpenAI stream whose client did not ask
+    for one: the proxy asks for it anyway (`stream_options.include_usage`) so that the ledger has the tokens."""
+
+    __slots__ = ("splitter",)
+
+    def __init__(self) -> None:
+        self.splitter = SseSplitter()
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        for block in self.splitter.feed(data) if data else ():
+            if b'"usage"' in block and self._usage_only(block):
+                continue
+            out.append(block + b"\n\n")
+        return b"".join(out)
+
+    @staticmethod
+    def _usage_only(block: bytes) -> bool:
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                try:
+                    chunk = orjson.loads(line[5:])
+                except orjson.JSONDecodeError:
+                    return False
+                return isinstance(chunk, dict) and chunk.get("choices") == [] and "usage" in chunk
+        return False
 
 
 def openai_stream_converter(request: Request, model: str):

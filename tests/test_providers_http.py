@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -208,6 +209,25 @@ def test_openai_sdk_chat_completions(oai_client, gateway, upstreams, mock_upstre
     assert prompt in text
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7
+
+
+def test_passthrough_stream_is_metered_even_without_include_usage(oai_client, gateway, upstreams):
+    """The proxy asks the provider for the usage chunk (the ledger needs the tokens) and keeps it from a client
+    that did not ask for one: what the client sees is what it asked for."""
+    def metered() -> int:
+        return sum(1 for c in get_json(gateway, "/api/export/analytics?days=1")["calls"]
+                   if c["endpoint"] == "/v1/chat/completions" and c["stream"] == 1 and c["model"] == "gpt-4o-mini"
+                   and c["output_tokens"] == 7 and c["input_tokens"] > 0)
+
+    time.sleep(0.5)  # rows of earlier tests are flushed
+    before = metered()
+    prompt = f"meter {uuid.uuid4().hex[:12]}"
+    chunks = list(oai_client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                      messages=[{"role": "user", "content": prompt}]))
+    assert chunks and all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+    assert prompt in "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert upstreams[0].requests[-1].json["stream_options"] == {"include_usage": True}
+    assert wait_for(lambda: metered() == before + 1, timeout=10)
 
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-sonnet-4-5"])
