@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 import msgspec
 import orjson
 
-from cco import __version__, api, metrics
+from cco import __version__, api, exchange, metrics
 from cco._fast import IMPL, HitLane, JsonSyntaxError, scan_request
 from cco.analytics.events import EventFeed
 from cco.analytics.reader import Reader
@@ -24,7 +24,7 @@ from cco.analytics.writer import AnalyticsWriter
 from cco.cache.store import ResponseCache
 from cco.config import Config
 from cco.errors import InvalidRequest, MethodNotAllowed, NotFound, ServiceUnavailable
-from cco.pipeline import (CachePlan, entry_cost, follow, forward, model_headers, new_request_id, serve_entry,
+from cco.pipeline import (CachePlan, entry_cost, follow, forward, model_headers, serve_entry,
                           with_model)
 from cco.pricing import CallCost, PriceTable, Usage
 from cco.protocol import HttpProtocol, Request
@@ -76,7 +76,8 @@ class App:
         self.metrics_registry = metrics.registry_for(self)
         self.hit_lane = HitLane(self, scan_request) if cache is not None else None
         if self.hit_lane is not None:
-            self.hit_lane.new_request_id = new_request_id
+            self.hit_lane.request_id_prefix = exchange.REQUEST_ID_PREFIX
+            self.hit_lane.request_counter = exchange.request_counter
             self.hit_lane.model_headers = model_headers
         self.config_loader: Callable[[], Config] | None = None  # set by the server: reads the config directory
         self.config_generation = 1

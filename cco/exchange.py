@@ -251,13 +251,13 @@ def _write_subscriber_head(client: HttpProtocol, request: Request, status: int, 
     client.write_stream(client.stream_head(request, status, headers), [])
 
 
-_REQUEST_ID_PREFIX = b"req_cco_" + os.urandom(6).hex().encode()
-_request_counter = itertools.count(1)
+REQUEST_ID_PREFIX = b"req_cco_" + os.urandom(6).hex().encode()
+request_counter = itertools.count(1)  # shared with the hit lane, which formats the same ids itself
 
 
 def new_request_id() -> bytes:
     """Unique per process run and request: a random prefix chosen at start-up and a counter (no syscall)."""
-    return _REQUEST_ID_PREFIX + b"%012x" % next(_request_counter)
+    return REQUEST_ID_PREFIX + b"%012x" % next(request_counter)
 
 
 def model_headers(route: Route, model: str) -> bytes:

@@ -53,10 +53,10 @@ class Router:
         self.config = config
         self.routes = [Route(i, spec) for i, spec in enumerate(config.routes)]
         self.patterns = [r.pattern for r in self.routes]
-        self._memo: dict[str, Route | None] = {}
+        self.memo: dict[str, Route | None] = {}  # model → route (None: no route); read by the hit lane
 
     def match(self, model: str) -> Route | None:
-        memo = self._memo
+        memo = self.memo
         route = memo.get(model, False)
         if route is False:
             route = next((r for r in self.routes if r.regex.search(model)), None)

@@ -66,7 +66,8 @@ class Setup:
         self.rows = Rows()
         self.app = App(load_config(config_dir), cache=self.cache, analytics=self.rows)  # type: ignore[arg-type]
         lane = fast_module(impl, "hit").HitLane(self.app, fast_module(impl, "key").scan_request)
-        lane.new_request_id = self.app.hit_lane.new_request_id
+        lane.request_id_prefix = self.app.hit_lane.request_id_prefix
+        lane.request_counter = self.app.hit_lane.request_counter
         lane.model_headers = self.app.hit_lane.model_headers
         self.lane = lane
         self.cache.verify_credential(self.cache.credential_hash(_FakeRequest(KEY)))

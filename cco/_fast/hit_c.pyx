@@ -41,7 +41,8 @@ cdef inline bint _is_uint(bytes raw):
 cdef class HitLane:
     cdef public object app
     cdef public object scan
-    cdef public object new_request_id
+    cdef public bytes request_id_prefix
+    cdef public object request_counter
     cdef public object model_headers
     cdef public object last_body
     cdef public object last_scan
@@ -53,7 +54,8 @@ cdef class HitLane:
             from cco._fast.key_c import scan_request as scan
         self.app = app
         self.scan = scan
-        self.new_request_id = None
+        self.request_id_prefix = b""
+        self.request_counter = None
         self.model_headers = None
         self.last_body = None
         self.last_scan = None
@@ -138,7 +140,10 @@ cdef class HitLane:
             model = model_bytes.decode()
         except UnicodeDecodeError:
             return False
-        route = app.router.match(model)
+        router = app.router
+        route = router.memo.get(model, False)
+        if route is False:
+            route = router.match(model)
         if route is None:
             return False
         credential_value = api_key or authorization
@@ -170,19 +175,27 @@ cdef class HitLane:
         stats.last_hit = _time()
         stats.saved += stats.cost
         cache.saved_cost += stats.cost
-        request_id = self.new_request_id()
+        written = snprintf(buf, sizeof(buf), b"%012llx", <unsigned long long>next(self.request_counter))
+        request_id = self.request_id_prefix + PyBytes_FromStringAndSize(buf, written)
         now = _perf_counter()
         written = snprintf(buf, sizeof(buf), b"%zd\r\n", PyBytes_GET_SIZE(answer))
         length_line = PyBytes_FromStringAndSize(buf, written)
         written = snprintf(buf, sizeof(buf), b"\r\nx-cco-overhead-ms: %.3f\r\n", (now - received_at) * 1000)
         overhead_line = PyBytes_FromStringAndSize(buf, written)
-        transport.write(b"".join((_HEAD_200, length_line, self.model_headers(route, model), _HIT_LINE,
+        lines = route.cco_headers.get(model)
+        if lines is None:
+            lines = self.model_headers(route, model)
+        transport.write(b"".join((_HEAD_200, length_line, lines, _HIT_LINE,
                                   request_id, overhead_line, _COST_ZERO, b"\r\n", answer)))
         sink = app.recorder.sink
         if sink is not None:
             usage = stats.usage
             cost = stats.hit_cost
             latency_ms = (_perf_counter() - received_at) * 1000
+            recorder = app.recorder
+            key_hash = recorder.key_hashes.get(credential_value) if credential_value else None
+            if key_hash is None:
+                key_hash = recorder.key_hash_of(credential_value)
             if usage is not None:
                 tokens = (usage.input_tokens, usage.output_tokens, usage.cache_creation_tokens,
                           usage.cache_creation_1h_tokens, usage.cache_read_tokens)
@@ -194,6 +207,6 @@ cdef class HitLane:
                 endpoint, 0, 200, None, "hit", tokens[0], tokens[1], tokens[2], tokens[3], tokens[4], 0,
                 cost.cost, cost.would_be_cost, cost.savings, int(cost.unpriced), latency_ms,
                 (now - received_at) * 1000, None, 0, None, request_id.decode("latin-1"),
-                app.recorder.key_hash_of(credential_value),
+                key_hash,
             ))
         return True

@@ -32,7 +32,8 @@ class HitLane:
     def __init__(self, app, scan=scan_request) -> None:
         self.app = app
         self.scan = scan
-        self.new_request_id = None  # set by the app: the pipeline's request-id generator
+        self.request_id_prefix = b""  # set by the app: the pipeline's request ids (same prefix, same counter)
+        self.request_counter = None
         self.model_headers = None  # set by the app: the pipeline's x-cco-provider/x-cco-model lines
         # What the last declined request cost to find out, for the general path to reuse (`reuse_scan`,
         # `reuse_key`): a miss would otherwise scan and key its body twice.
@@ -107,7 +108,10 @@ class HitLane:
             model = model_bytes.decode()
         except UnicodeDecodeError:
             return False
-        route = app.router.match(model)
+        router = app.router
+        route = router.memo.get(model, False)
+        if route is False:
+            route = router.match(model)
         if route is None:
             return False
         credential_value = api_key or authorization
@@ -140,10 +144,13 @@ class HitLane:
         stats.last_hit = time.time()
         stats.saved += stats.cost
         cache.saved_cost += stats.cost
-        request_id = self.new_request_id()
+        request_id = self.request_id_prefix + b"%012x" % next(self.request_counter)
         now = time.perf_counter()
+        lines = route.cco_headers.get(model)
+        if lines is None:
+            lines = self.model_headers(route, model)
         transport.write(b"".join((
-            _HEAD_200, b"%d\r\n" % len(answer), self.model_headers(route, model), _HIT_LINE, request_id,
+            _HEAD_200, b"%d\r\n" % len(answer), lines, _HIT_LINE, request_id,
             b"\r\nx-cco-overhead-ms: %.3f\r\n" % ((now - received_at) * 1000), _COST_ZERO, b"\r\n", answer)))
         sink = app.recorder.sink
         if sink is not None:
@@ -159,6 +166,11 @@ class HitLane:
                 usage.cache_creation_1h_tokens if usage is not None else 0,
                 usage.cache_read_tokens if usage is not None else 0, 0, cost.cost, cost.would_be_cost,
                 cost.savings, int(cost.unpriced), latency_ms, (now - received_at) * 1000, None, 0, None,
-                request_id.decode("latin-1"), app.recorder.key_hash_of(credential_value),
+                request_id.decode("latin-1"), _key_hash(app.recorder, credential_value),
             ))
         return True
+
+
+def _key_hash(recorder, credential: bytes | None):
+    found = recorder.key_hashes.get(credential) if credential else None
+    return found if found is not None else recorder.key_hash_of(credential)

@@ -142,7 +142,7 @@ class Recorder:
         self.sink = sink  # the writer's record(); None when analytics are off
         self.default_project = default_project
         self.counters = Counters()
-        self._key_hashes: dict[bytes, str] = {}
+        self.key_hashes: dict[bytes, str] = {}
 
     def _key_hash(self, request: Request) -> str | None:
         return self.key_hash_of(request.header(b"x-api-key") or request.header(b"authorization"))
@@ -151,11 +151,11 @@ class Recorder:
         """The first 8 hex digits of the credential's SHA-256 (memoized: a process sees few credentials)."""
         if not credential:
             return None
-        prefix = self._key_hashes.get(credential)
+        prefix = self.key_hashes.get(credential)
         if prefix is None:
-            if len(self._key_hashes) > 4096:
-                self._key_hashes.clear()
-            prefix = self._key_hashes[credential] = hashlib.sha256(credential).hexdigest()[:8]
+            if len(self.key_hashes) > 4096:
+                self.key_hashes.clear()
+            prefix = self.key_hashes[credential] = hashlib.sha256(credential).hexdigest()[:8]
         return prefix
 
     def record(self, request: Request, project: str, requested_model: str, model: str, provider: str,
