@@ -158,6 +158,17 @@ def config_show(config_dir: str | None) -> None:
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 
+def _refused(url: str, exc) -> None:
+    """A proxy answered with an error: say what it said (its error message), exit 1."""
+    body = exc.read()
+    try:
+        message = orjson.loads(body)["error"]["message"]
+    except Exception:
+        message = body.decode("utf-8", "replace")[:200]
+    click.echo(f"cco: {url} answered {exc.code}: {message}", err=True)
+    sys.exit(1)
+
+
 def _admin_call(url: str, method: str, path: str) -> dict:
     import urllib.error
     import urllib.request
@@ -167,13 +178,7 @@ def _admin_call(url: str, method: str, path: str) -> dict:
         with urllib.request.urlopen(request, timeout=10) as response:
             return orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            message = orjson.loads(body)["error"]["message"]
-        except Exception:
-            message = body.decode("utf-8", "replace")[:200]
-        click.echo(f"cco: {url} answered {exc.code}: {message}", err=True)
-        sys.exit(1)
+        _refused(url, exc)
     except OSError as exc:
         click.echo(f"cco: no proxy reachable at {url} ({getattr(exc, 'reason', exc)})", err=True)
         sys.exit(1)
@@ -229,13 +234,7 @@ def _proxy_get(url: str, path: str):
     try:
         return urllib.request.urlopen(url.rstrip("/") + path, timeout=30)
     except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            message = orjson.loads(body)["error"]["message"]
-        except Exception:
-            message = body.decode("utf-8", "replace")[:200]
-        click.echo(f"cco: {url} answered {exc.code}: {message}", err=True)
-        sys.exit(1)
+        _refused(url, exc)
     except OSError:
         return None
 

@@ -283,8 +283,9 @@ async def forward(app: App, client: HttpProtocol, request: Request, route: Route
             if target.adapter is not None:
                 etype, message = target.adapter.error_of(outcome.status, body_bytes)
             else:
-                etype = anthropic.error_type_of(body_bytes) or "api_error"
-                message = anthropic.error_message_of(body_bytes) or f"upstream status {outcome.status}"
+                etype, message = anthropic.error_of(body_bytes)
+                etype = etype or "api_error"
+                message = message or f"upstream status {outcome.status}"
             outcome.chunks = [error_body(outcome.status, etype, message, shape=request.shape)]
             outcome.headers = [(b"content-type", b"application/json")]
         cost = _priced(app, request, served, usage)

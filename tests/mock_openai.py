@@ -41,6 +41,7 @@ Run standalone:  python tests/mock_openai.py --port 9102 [--tokenize]   (prints 
 """
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import json
@@ -94,7 +95,7 @@ def split_n(s: str, k: int = 4) -> list:
     return [s[i:i + step] for i in range(0, len(s), step)] or [s]
 
 
-class MockServerBase:
+class MockServerBase(abc.ABC):
     """Lifecycle, HTTP/1.1 parsing and the common modes; subclasses implement ``_route`` and ``_error_obj``."""
 
     thread_name = "mock-server"
@@ -196,11 +197,13 @@ class MockServerBase:
                 pass
 
     # ------------------------------------------------------------ responses
+    @abc.abstractmethod
     def _error_obj(self, status: int, message: str):
-        raise NotImplementedError
+        """The server's error body for `status` (each API has its own shape)."""
 
+    @abc.abstractmethod
     async def _route(self, writer, req: RecordedRequest, n: int, keep_alive: bool, mode: str) -> bool:
-        raise NotImplementedError
+        """Answers one request; False closes the connection."""
 
     def _id_headers(self, req_id) -> list:
         return [(self.request_id_header, req_id)] if self.request_id_header else []

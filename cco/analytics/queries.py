@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator
 
 import apsw
 
-from cco.analytics.schema import COLUMNS, MIGRATIONS
+from cco.analytics.schema import COLUMNS, MIGRATIONS, REBUILD_HOURLY, REBUILD_OVERRIDES
 
 HOUR = 3600
 DAY = 86400
@@ -50,23 +50,6 @@ ACTIVE_WINDOW = 7 * DAY  # a project with a call this recent is active
 EXPORT_FIELDS: tuple[str, ...] = ("id", *COLUMNS)  # keys of an export row, and the CSV header
 _SELECT_CALLS = f"SELECT {', '.join(EXPORT_FIELDS)} FROM api_calls"
 _TS = EXPORT_FIELDS.index("ts")
-
-# The rollups, rebuilt from api_calls (the same statements as the end of the version-2 migration in schema.py).
-REBUILD_HOURLY = """
-INSERT INTO hourly (hour, project, model, provider, calls, tokens, cost, savings, cache_savings, hits, misses,
-                    errors, latency_ms, last_ts)
-SELECT CAST(ts / 3600 AS INTEGER) * 3600, project, model, provider, COUNT(*),
-       SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN 0
-                ELSE input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens END),
-       SUM(cost), SUM(savings), SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN savings ELSE 0 END),
-       SUM(cache IN ('hit', 'coalesced')), SUM(cache = 'miss'), SUM(status >= 400), SUM(latency_ms), MAX(ts)
-FROM api_calls GROUP BY 1, 2, 3, 4
-"""
-REBUILD_OVERRIDES = """
-INSERT INTO overrides (requested_model, model, calls, cost_saved)
-SELECT requested_model, model, COUNT(*), SUM(savings) FROM api_calls
-WHERE override_rule IS NOT NULL GROUP BY 1, 2
-"""
 
 # PROPOSED schema version 3 — to move into schema.MIGRATIONS; this module never applies it. All-time totals per
 # (project, model, provider), kept equal to the sums of `hourly` by triggers, in the same transaction as each hourly

@@ -79,6 +79,23 @@ CREATE TABLE api_calls (
 CREATE INDEX api_calls_ts ON api_calls(ts);
 """
 
+# The rollups computed from api_calls: the v2 backfill, and cco.analytics.queries.rebuild_rollups (repairs).
+REBUILD_HOURLY = """
+INSERT INTO hourly (hour, project, model, provider, calls, tokens, cost, savings, cache_savings, hits, misses,
+                    errors, latency_ms, last_ts)
+SELECT CAST(ts / 3600 AS INTEGER) * 3600, project, model, provider, COUNT(*),
+       SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN 0
+                ELSE input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens END),
+       SUM(cost), SUM(savings), SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN savings ELSE 0 END),
+       SUM(cache IN ('hit', 'coalesced')), SUM(cache = 'miss'), SUM(status >= 400), SUM(latency_ms), MAX(ts)
+FROM api_calls GROUP BY 1, 2, 3, 4
+"""
+REBUILD_OVERRIDES = """
+INSERT INTO overrides (requested_model, model, calls, cost_saved)
+SELECT requested_model, model, COUNT(*), SUM(savings) FROM api_calls
+WHERE override_rule IS NOT NULL GROUP BY 1, 2
+"""
+
 _V2 = """
 ALTER TABLE api_calls ADD COLUMN cache_creation_1h_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE api_calls ADD COLUMN batch INTEGER NOT NULL DEFAULT 0;
@@ -113,18 +130,6 @@ CREATE TABLE overrides (
     PRIMARY KEY (requested_model, model)
 ) WITHOUT ROWID;
 
-INSERT INTO hourly (hour, project, model, provider, calls, tokens, cost, savings, cache_savings, hits, misses,
-                    errors, latency_ms, last_ts)
-SELECT CAST(ts / 3600 AS INTEGER) * 3600, project, model, provider, COUNT(*),
-       SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN 0
-                ELSE input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens END),
-       SUM(cost), SUM(savings), SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN savings ELSE 0 END),
-       SUM(cache IN ('hit', 'coalesced')), SUM(cache = 'miss'), SUM(status >= 400), SUM(latency_ms), MAX(ts)
-FROM api_calls GROUP BY 1, 2, 3, 4;
-
-INSERT INTO overrides (requested_model, model, calls, cost_saved)
-SELECT requested_model, model, COUNT(*), SUM(savings) FROM api_calls
-WHERE override_rule IS NOT NULL GROUP BY 1, 2;
 """
 
 # Version 3: all-time totals per (project, model, provider), kept equal to the sums of `hourly` by triggers in the
@@ -206,6 +211,8 @@ SELECT project, model, provider, SUM(calls), SUM(tokens), SUM(cost), SUM(savings
        SUM(misses), SUM(errors), SUM(latency_ms), MAX(last_ts)
 FROM hourly GROUP BY project, model, provider;
 """
+
+_V2 += REBUILD_HOURLY + ";\n" + REBUILD_OVERRIDES + ";\n"
 
 # MIGRATIONS[i] takes a database from user_version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)

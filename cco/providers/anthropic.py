@@ -107,18 +107,15 @@ class _ErrorEnvelope(msgspec.Struct):
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 
 
+def error_of(body: bytes) -> tuple[str | None, str | None]:
+    """`error.type` and `error.message` of an Anthropic error body (`{"type": "error", "error": {…}}`)."""
+    try:
+        envelope = _error_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None
+    error = envelope.error
+    return (error.type, error.message) if error is not None else (None, None)
+
+
 def error_type_of(body: bytes) -> str | None:
-    """`error.type` of an Anthropic error body (`{"type": "error", "error": {"type": …}}`), when it is one."""
-    try:
-        envelope = _error_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return envelope.error.type if envelope.error is not None else None
-
-
-def error_message_of(body: bytes) -> str | None:
-    try:
-        envelope = _error_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return envelope.error.message if envelope.error is not None else None
+    return error_of(body)[0]
