@@ -258,6 +258,27 @@ def test_rows_recorded_at_once_are_written_in_batches_of_at_most_batch_rows(db: 
     assert count_calls(db) == 1200
 
 
+@pytest.mark.parametrize("n", [1, 7, 127, 128, 129, 300, 500])
+def test_a_batch_is_inserted_by_cacheable_statements_in_row_order(n: int) -> None:
+    rows = [make_row(request_id=f"r{i}") for i in range(n)]
+    statements = writer_mod.insert_statements(rows)
+    # APSW caches prepared statements of at most 16 KiB of SQL; a longer one is compiled again on every batch
+    assert {sql for sql, _ in statements} <= {writer_mod._INSERT_SQL[size] for size in writer_mod.STATEMENT_ROWS}
+    assert all(len(sql) <= 16384 for sql, _ in statements)
+    assert len(statements) <= 3 + 3 + 7 + n // 128
+    flat = [value for _, bindings in statements for value in bindings]
+    assert flat == [value for row in rows for value in row]
+
+
+def test_batch_rows_land_in_order_with_the_statement_sizes(db: Path, writers) -> None:
+    w = writers(db, flush_interval=0.05)
+    for i in range(300):
+        w.record(make_row(request_id=f"r{i}"))
+    w.start()
+    assert w.flush()
+    assert [r[0] for r in query(db, "SELECT request_id FROM api_calls ORDER BY id")] == [f"r{i}" for i in range(300)]
+
+
 def test_batches_while_the_writer_is_running(db: Path, writers) -> None:
     sizes: list[int] = []
     w = writers(db, flush_interval=0.05, batch_rows=100, on_flush=lambda rows: sizes.append(len(rows)))

@@ -51,11 +51,6 @@ EXPORT_FIELDS: tuple[str, ...] = ("id", *COLUMNS)  # keys of an export row, and 
 _SELECT_CALLS = f"SELECT {', '.join(EXPORT_FIELDS)} FROM api_calls"
 _TS = EXPORT_FIELDS.index("ts")
 
-# PROPOSED schema version 3 — to move into schema.MIGRATIONS; this module never applies it. All-time totals per
-# (project, model, provider), kept equal to the sums of `hourly` by triggers, in the same transaction as each hourly
-# upsert, so the writer needs no change. At 10 M calls over 30 days `hourly` holds ~170 k rows and summing all of them
-# takes 100-300 ms; `totals` holds a few hundred. The queries read `totals` when it exists, else `hourly`.
-# `last_ts` only grows (a delete cannot lower a maximum); rows whose calls fall to 0 are ignored by the queries.
 TOTALS_MIGRATION = MIGRATIONS[2]  # schema version 3: the `totals` rollup
 
 def floor_hour(ts: float) -> int:

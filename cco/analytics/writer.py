@@ -37,7 +37,7 @@ from pathlib import Path
 
 import apsw
 
-from cco.analytics.schema import COLUMNS, INSERT_CALL, MIGRATIONS, VERSION
+from cco.analytics.schema import COLUMNS, MIGRATIONS, VERSION
 from cco.errors import CcoError
 
 log = logging.getLogger("cco.analytics")
@@ -204,20 +204,26 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-# SQLite allows 32,766 bound values per statement (since 3.32): 1,000 rows of 28 columns stay well inside.
-ROWS_PER_STATEMENT = 1000
+# Rows per INSERT statement. APSW caches a prepared statement only while its SQL text is at most 16 KiB
+# (measured: a 500-row statement, 43 KiB, was compiled again for every batch and cost twice the insert itself), so
+# a batch is written as statements of these sizes only: four SQL texts, each prepared once and reused.
+STATEMENT_ROWS = (128, 32, 8, 1)
 _ROW_PLACEHOLDERS = "(" + ", ".join("?" for _ in COLUMNS) + ")"
-_insert_sql: dict[int, str] = {}
+_INSERT_SQL = {n: f"INSERT INTO api_calls ({', '.join(COLUMNS)}) VALUES " + ", ".join([_ROW_PLACEHOLDERS] * n)
+               for n in STATEMENT_ROWS}
+assert len(_INSERT_SQL[STATEMENT_ROWS[0]]) <= 16384
 
 
-def _insert_rows(n: int) -> str:
-    """`INSERT … VALUES (…), (…), …` for n rows (a few sizes recur: full batches and their remainders)."""
-    sql = _insert_sql.get(n)
-    if sql is None:
-        sql = f"INSERT INTO api_calls ({', '.join(COLUMNS)}) VALUES " + ", ".join([_ROW_PLACEHOLDERS] * n)
-        if len(_insert_sql) < 64:
-            _insert_sql[n] = sql
-    return sql
+def insert_statements(rows: list[tuple]) -> list[tuple[str, list]]:
+    """(sql, bindings) pairs that insert `rows` in order, using only the STATEMENT_ROWS sizes."""
+    out = []
+    start, total = 0, len(rows)
+    for size in STATEMENT_ROWS:
+        while total - start >= size:
+            chunk = rows[start:start + size]
+            out.append((_INSERT_SQL[size], [value for row in chunk for value in row]))
+            start += size
+    return out
 
 
 class AnalyticsWriter:
@@ -441,14 +447,10 @@ class AnalyticsWriter:
     def _commit(self, conn: apsw.Connection, batch: list[tuple]) -> None:
         hourly, overrides = rollups(batch)
         with conn:
-            # One multi-row INSERT per batch, not executemany: APSW releases the GIL around every step, and a
-            # step per row made the writer thread and the event loop trade the GIL (futex calls) once per row.
-            for start in range(0, len(batch), ROWS_PER_STATEMENT):
-                rows = batch[start:start + ROWS_PER_STATEMENT]
-                if len(rows) > 1:
-                    conn.execute(_insert_rows(len(rows)), [value for row in rows for value in row])
-                else:
-                    conn.execute(INSERT_CALL, rows[0])
+            # Multi-row INSERTs, not executemany: APSW releases the GIL around every step, and a step per row
+            # made the writer thread and the event loop trade the GIL (futex calls) once per row.
+            for sql, bindings in insert_statements(batch):
+                conn.execute(sql, bindings)
             conn.executemany(_UPSERT_HOURLY, hourly)
             if overrides:
                 conn.executemany(_UPSERT_OVERRIDES, overrides)
