@@ -163,6 +163,18 @@ class HttpProtocol(asyncio.Protocol):
         if self.broken:
             return
         self._last_data = time.monotonic()
+        lane = self.lane
+        if (lane is not None and not self._in_request and self.task is None and not self.queue
+                and not self.closed_by_us and not self.registry.draining):
+            # At a request boundary: the hit lane answers the complete plain requests it owns straight from the
+            # bytes (see cco._fast.hit_py); httptools parses whatever it leaves.
+            used = lane.serve_data(data, self.transport, self.limits)
+            if used:
+                self.requests_served += 1  # at least one (only "none yet" matters: the first-request deadline)
+                self.idle_since = self._last_data
+                if used == len(data):
+                    return
+                data = data[used:]
         try:
             self.parser.feed_data(data)
             if self._in_request and not self._headers_done:

@@ -98,6 +98,29 @@ class _FakeRequest:
         return self.key if name == b"x-api-key" else None
 
 
+class Spy:
+    """Wraps a lane and records what each entry returned: bytes answered by serve_data, serve's verdicts."""
+
+    def __init__(self, lane) -> None:
+        self.lane = lane
+        self.answered: list[int] = []
+        self.served: list[bool] = []
+
+    def serve_data(self, *args):
+        self.answered.append(self.lane.serve_data(*args))
+        return self.answered[-1]
+
+    def serve(self, *args):
+        self.served.append(self.lane.serve(*args))
+        return self.served[-1]
+
+    def reuse_scan(self, body):
+        return self.lane.reuse_scan(body)
+
+    def reuse_key(self, scan, context):
+        return self.lane.reuse_key(scan, context)
+
+
 def normal(response: bytes) -> bytes:
     return VOLATILE.sub(lambda m: m.group(0).split(b":")[0] + b": *", response)
 
@@ -172,18 +195,12 @@ def test_lane_is_taken_after_the_first_hit(setup, monkeypatch):
 def test_lane_declines_what_it_does_not_own(setup, data):
     s, _ = setup
 
-    lane = s.lane
-    results: list[bool] = []
-
-    class Spy:
-        def serve(self, *args):
-            results.append(lane.serve(*args))
-            return results[-1]
+    spy = Spy(s.lane)
 
     async def go():
         s.exchange(request(), lane=True)  # settle
         conn, transport = s.connection(lane=True)
-        conn.lane = Spy()
+        conn.lane = spy
         conn.data_received(data)
         handled = b"".join(transport.written).startswith(b"HTTP/1.1 ") or conn.task is not None
         conn.connection_lost(None)  # cancels a forward to the (unreachable) upstream
@@ -191,7 +208,7 @@ def test_lane_declines_what_it_does_not_own(setup, data):
         return handled
 
     handled = run(go)
-    assert results in ([False], [])  # declined (or, for a broken request, never offered)
+    assert spy.answered == [0] and spy.served in ([False], [])  # declined (or, for a broken request, never offered)
     assert handled  # and the general path took it: answered, or sent it upstream
 
 
@@ -220,3 +237,135 @@ def test_lane_serves_any_header_order_and_duplicate_first_value(setup):
     transport = run(go)
     assert transport.written[0].endswith(ANSWER)
     assert s.rows.rows[-1][COLUMNS.index("agent")] == "reviewer"
+
+
+# --- the lane reading request heads itself (serve_data) -----------------------------------------------------------
+
+def settled_connection(s: Setup, limits: Limits | None = None):
+    s.exchange(request(), lane=True)  # the first hit settles the entry: general path
+    conn, transport = s.connection(lane=True)
+    if limits is not None:
+        conn.limits = limits
+    spy = conn.lane = Spy(s.lane)
+    return conn, transport, spy
+
+
+def test_lane_reads_pipelined_heads_itself(setup, monkeypatch):
+    s, _ = setup
+    dispatched = []
+
+    async def go():
+        conn, transport, spy = settled_connection(s)
+        monkeypatch.setattr(s.app, "dispatch", lambda req, c: dispatched.append(req))
+        data = request() + request(target=b"/v1/messages?beta=true") + request()
+        conn.data_received(data)
+        return data, transport, spy
+
+    data, transport, spy = run(go)
+    assert spy.answered == [len(data)] and spy.served == [] and dispatched == []
+    assert len(transport.written) == 3 and all(w.endswith(ANSWER) for w in transport.written)
+    assert [r[COLUMNS.index("cache")] for r in s.rows.rows] == ["hit"] * 4
+
+
+def test_lane_stops_at_the_first_request_it_does_not_own_and_order_is_kept(setup):
+    s, _ = setup
+
+    async def go():
+        conn, transport, spy = settled_connection(s)
+        first = request(headers={b"x-cco-agent": b"one"})
+        data = first + request(headers={b"cache-control": b"max-age=60", b"x-cco-agent": b"two"}) \
+            + request(headers={b"x-cco-agent": b"three"})
+        conn.data_received(data)
+        return first, transport, spy
+
+    first, transport, spy = run(go)
+    # the lane answered the first; httptools parsed the rest: `serve` declined the second (the general path answered
+    # it) and answered the third
+    assert spy.answered == [len(first)] and spy.served == [False, True]
+    assert len(transport.written) == 3 and all(b"x-cco-cache: hit" in w for w in transport.written)
+    assert [r[COLUMNS.index("agent")] for r in s.rows.rows[1:]] == ["one", "two", "three"]
+
+
+def test_body_arriving_in_pieces_is_answered_through_httptools_the_same(setup):
+    s, _ = setup
+
+    async def go():
+        conn, transport, spy = settled_connection(s)
+        data = request()
+        conn.data_received(data[:-10])
+        conn.data_received(data[-10:])
+        whole = s.exchange(data, lane=True)
+        return transport, spy, whole
+
+    transport, spy, whole = run(go)
+    assert spy.answered == [0] and spy.served == [True]
+    assert normal(b"".join(transport.written)) == normal(whole)
+
+
+def test_lane_reads_header_names_in_any_case_and_keep_alive(setup):
+    s, _ = setup
+
+    async def go():
+        conn, transport, spy = settled_connection(s)
+        data = request(headers={b"Connection": b"Keep-Alive", b"X-CCO-Project": b"alpha"})
+        data = data.replace(b"x-api-key: sk-lane-test\r\n", b"X-Api-Key: sk-lane-test\r\nx-api-key: sk-second\r\n")
+        conn.data_received(data)
+        return transport, spy
+
+    transport, spy = run(go)
+    assert spy.answered and spy.answered[0] > 0 and transport.written[0].endswith(ANSWER)
+    assert s.rows.rows[-1][COLUMNS.index("project")] == "alpha"
+
+
+def _raw(head: bytes, body: bytes = BODY) -> bytes:
+    return head + body
+
+
+@pytest.mark.parametrize("data", [
+    request().replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1),
+    request().replace(b"content-length: %d\r\n" % len(BODY), b"transfer-encoding: chunked\r\n").replace(
+        b"\r\n\r\n" + BODY, b"\r\n\r\n%x\r\n" % len(BODY) + BODY + b"\r\n0\r\n\r\n"),
+    request(headers={b"content-length": b"%d" % len(BODY)}),
+    request(headers={b"connection": b"close"}),
+    request(headers={b"expect": b"100-continue"}),
+    request(headers={b"x-note": b"folded"}).replace(b"x-note: folded\r\n", b"x-note: folded\r\n continued\r\n"),
+    request(headers={b"x-note": b"bad\x01byte"}),
+    request(headers={b"x-note ": b"space before colon"}),
+    request(headers={b"x-api-key": KEY + b" "}),
+    request(headers={b"x-note": b"bare\nline-feed"}),
+    request().replace(b"content-length: %d" % len(BODY), b"content-length: +%d" % len(BODY)),
+    request(method=b"post"),
+    request(target=b"/v1/messages/"),
+], ids=["http-1.0", "chunked", "duplicate-length", "connection-close", "expect", "obs-fold", "control-byte",
+        "space-before-colon", "trailing-space-in-key", "bare-lf", "signed-length", "lower-case-method",
+        "trailing-slash"])
+def test_lane_leaves_unusual_heads_to_httptools(setup, data):
+    s, _ = setup
+
+    async def go():
+        conn, transport, spy = settled_connection(s)
+        conn.data_received(data)
+        out = b"".join(transport.written)
+        handled = out.startswith(b"HTTP/1.1 ") or conn.task is not None
+        conn.connection_lost(None)
+        await asyncio.sleep(0)
+        reference = s.exchange(data, lane=False)
+        return spy, handled, out, reference
+
+    spy, handled, out, reference = run(go)
+    assert spy.answered == [0]  # the raw reader declined; httptools parsed it
+    assert handled
+    if out and reference:
+        assert normal(out) == normal(reference)
+
+
+def test_lane_leaves_oversized_heads_to_the_431_answer(setup):
+    s, _ = setup
+
+    async def go():
+        conn, transport, spy = settled_connection(s, Limits(max_header_bytes=200))
+        conn.data_received(request(headers={b"x-note": b"n" * 300}))
+        return transport, spy
+
+    transport, spy = run(go)
+    assert spy.answered == [0] and transport.written[0].startswith(b"HTTP/1.1 431 ")

@@ -3,19 +3,20 @@
 declines; tests/test_fast_hit.py runs both against the general path).
 
 Same steps in the same order; the differences are mechanical: header names compared as C strings, numbers
-formatted with snprintf instead of bytes %-formatting, the response and the row built without temporaries.
+formatted with snprintf instead of bytes %-formatting, the response and the row built without temporaries, and
+request heads read by a C loop over the buffer (`parse_head`, the same acceptance rules as the twin's).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdio cimport snprintf
-from libc.string cimport memchr
+from libc.string cimport memchr, memcmp
 
 import time
 
 import xxhash
 
 from cco._fast.hit_py import ENDPOINTS as _ENDPOINTS
-from cco._fast.key_py import JsonSyntaxError
+from cco._fast.key_c cimport MAX_MEMBERS, Member, find_member, members_key, members_scan, scan_members
 
 cdef dict ENDPOINTS = _ENDPOINTS
 cdef bytes _HEAD_200 = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
@@ -26,12 +27,192 @@ cdef object _time = time.time
 cdef object _xxh3_64 = xxhash.xxh3_64_intdigest
 
 
-cdef inline bint _is_uint(bytes raw):
-    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(raw)
-    cdef const char* p = PyBytes_AS_STRING(raw)
-    if n == 0:
+# Header fields the lane reads (index into Head.start/Head.end), as in hit_py.CAPTURED
+cdef enum:
+    H_API_KEY = 0
+    H_AUTHORIZATION = 1
+    H_VERSION = 2
+    H_BETA = 3
+    H_PROJECT = 4
+    H_AGENT = 5
+    H_COUNT = 6
+
+cdef struct Head:
+    int endpoint                # index into _ENDPOINT_NAMES
+    Py_ssize_t body_start
+    Py_ssize_t body_end
+    Py_ssize_t start[6]         # value spans of the captured fields; start -1 when absent
+    Py_ssize_t end[6]
+
+cdef tuple _ENDPOINT_NAMES = ("/v1/messages", "/v1/messages/count_tokens")
+cdef dict _ENDPOINT_BYTES = {name: name.encode() for name in _ENDPOINT_NAMES}
+
+
+cdef inline bint _is_tchar(unsigned char c) noexcept nogil:
+    # RFC 9110 token characters
+    if c >= 97 and c <= 122 or c >= 65 and c <= 90 or c >= 48 and c <= 57:
+        return True
+    return (c == 33 or c == 35 or c == 36 or c == 37 or c == 38 or c == 39 or c == 42 or c == 43 or c == 45
+            or c == 46 or c == 94 or c == 95 or c == 96 or c == 124 or c == 126)
+
+
+cdef inline bint _name_is(const unsigned char* p, Py_ssize_t n, const char* lower, Py_ssize_t length) noexcept nogil:
+    """p[:n] equals the lower-case name, ignoring ASCII case."""
+    cdef Py_ssize_t k
+    cdef unsigned char c
+    if n != length:
         return False
-    for i in range(n):
+    for k in range(n):
+        c = p[k]
+        if c >= 65 and c <= 90:
+            c += 32
+        if c != <unsigned char>lower[k]:
+            return False
+    return True
+
+
+cdef inline bint _value_is_keep_alive(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    return _name_is(p, n, b"keep-alive", 10)
+
+
+cdef bint parse_head(const unsigned char* p, Py_ssize_t start, Py_ssize_t size, Py_ssize_t max_head,
+                     Py_ssize_t max_headers, Py_ssize_t max_body, Head* h) noexcept nogil:
+    """The twin of hit_py.parse_head: fills `h` and returns True when the lane may read the request at p[start:]."""
+    cdef Py_ssize_t i = start, limit, name_start, name_end, value_start, value_end, trimmed, fields = 0
+    cdef Py_ssize_t length = -1, target_start, target_len
+    cdef unsigned char c
+    cdef int k
+    limit = start + max_head  # the head, blank line included, must end by here
+    if limit > size:
+        limit = size
+    # request line: POST <target> HTTP/1.1
+    if limit - i < 5 or memcmp(p + i, b"POST ", 5) != 0:
+        return False
+    i += 5
+    target_start = i
+    while i < limit and p[i] != 32 and p[i] != 13 and p[i] != 10:
+        i += 1
+    target_len = i - target_start
+    if limit - i < 11 or memcmp(p + i, b" HTTP/1.1\r\n", 11) != 0:
+        return False
+    if target_len == 12 and memcmp(p + target_start, b"/v1/messages", 12) == 0:
+        h.endpoint = 0
+    elif target_len == 22 and memcmp(p + target_start, b"/v1/messages?beta=true", 22) == 0:
+        h.endpoint = 0
+    elif target_len == 25 and memcmp(p + target_start, b"/v1/messages/count_tokens", 25) == 0:
+        h.endpoint = 1
+    elif target_len == 35 and memcmp(p + target_start, b"/v1/messages/count_tokens?beta=true", 35) == 0:
+        h.endpoint = 1
+    else:
+        return False
+    i += 11
+    for k in range(H_COUNT):
+        h.start[k] = -1
+        h.end[k] = -1
+    while True:
+        if i + 2 > limit:
+            return False
+        if p[i] == 13:
+            if p[i + 1] != 10:
+                return False
+            i += 2
+            break
+        fields += 1
+        if fields > max_headers:
+            return False
+        name_start = i
+        while i < limit and _is_tchar(p[i]):
+            i += 1
+        name_end = i
+        if name_end == name_start or i >= limit or p[i] != 58:  # ':'
+            return False
+        i += 1
+        while i < limit and (p[i] == 32 or p[i] == 9):
+            i += 1
+        value_start = i
+        while i < limit:
+            c = p[i]
+            if c < 32 and c != 9 or c == 127:
+                break
+            i += 1
+        if i + 1 >= limit or p[i] != 13 or p[i + 1] != 10:
+            return False
+        value_end = i
+        i += 2
+        trimmed = value_end
+        while trimmed > value_start and (p[trimmed - 1] == 32 or p[trimmed - 1] == 9):
+            trimmed -= 1
+        c = p[name_start] | 32
+        k = -1
+        if c == 120:  # x
+            if _name_is(p + name_start, name_end - name_start, b"x-api-key", 9):
+                k = H_API_KEY
+            elif _name_is(p + name_start, name_end - name_start, b"x-cco-project", 13):
+                k = H_PROJECT
+            elif _name_is(p + name_start, name_end - name_start, b"x-cco-agent", 11):
+                k = H_AGENT
+            elif _name_is(p + name_start, name_end - name_start, b"x-cco-cache", 11):
+                return False
+        elif c == 97:  # a
+            if _name_is(p + name_start, name_end - name_start, b"anthropic-version", 17):
+                k = H_VERSION
+            elif _name_is(p + name_start, name_end - name_start, b"anthropic-beta", 14):
+                k = H_BETA
+            elif _name_is(p + name_start, name_end - name_start, b"authorization", 13):
+                k = H_AUTHORIZATION
+        elif c == 99:  # c
+            if _name_is(p + name_start, name_end - name_start, b"content-length", 14):
+                if length >= 0 or trimmed == value_start or trimmed - value_start > 15:
+                    return False
+                length = 0
+                while value_start < trimmed:
+                    c = p[value_start]
+                    if c < 48 or c > 57:
+                        return False
+                    length = length * 10 + (c - 48)
+                    value_start += 1
+            elif _name_is(p + name_start, name_end - name_start, b"connection", 10):
+                if not _value_is_keep_alive(p + value_start, trimmed - value_start):
+                    return False
+            elif _name_is(p + name_start, name_end - name_start, b"cache-control", 13):
+                return False
+        elif c == 116:  # t
+            if _name_is(p + name_start, name_end - name_start, b"transfer-encoding", 17):
+                return False
+        elif c == 101:  # e
+            if _name_is(p + name_start, name_end - name_start, b"expect", 6):
+                return False
+        elif c == 117:  # u
+            if _name_is(p + name_start, name_end - name_start, b"upgrade", 7):
+                return False
+        if k >= 0:
+            if trimmed != value_end:
+                return False  # trailing whitespace in a value the lane reads: let httptools decide what it is
+            if h.start[k] < 0:
+                h.start[k] = value_start
+                h.end[k] = value_end
+    if length < 0 or length > max_body or i + length > size:
+        return False
+    h.body_start = i
+    h.body_end = i + length
+    return True
+
+
+cdef inline bytes _span(bytes data, Head* h, int k):
+    if h.start[k] < 0:
+        return None
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + h.start[k], h.end[k] - h.start[k])
+
+
+cdef inline bint _span_is(const unsigned char* p, Member* m, const char* word, Py_ssize_t length) noexcept:
+    return m.value_end - m.value_start == length and memcmp(p + m.value_start, word, length) == 0
+
+
+cdef inline bint _span_is_uint(const unsigned char* p, Member* m) noexcept:
+    cdef Py_ssize_t i
+    if m.value_end == m.value_start:
+        return False
+    for i in range(m.value_start, m.value_end):
         if p[i] < 48 or p[i] > 57:
             return False
     return True
@@ -53,7 +234,7 @@ cdef class HitLane:
         if scan is None:
             from cco._fast.key_c import scan_request as scan
         self.app = app
-        self.scan = scan
+        self.scan = scan  # the twin's signature: this lane scans through key_c's C interface (key_c.pxd)
         self.request_id_prefix = b""
         self.request_counter = None
         self.model_headers = None
@@ -63,7 +244,7 @@ cdef class HitLane:
         self.last_key = None
 
     def reuse_scan(self, bytes body):
-        if self.last_body is body:
+        if self.last_body is not None and (self.last_body is body or self.last_body == body):
             self.last_body = None
             return self.last_scan
         return None
@@ -74,23 +255,40 @@ cdef class HitLane:
             return self.last_key
         return None
 
+    def serve_data(self, bytes data, transport, limits):
+        cdef Head h
+        cdef Py_ssize_t at = 0, size = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t max_head = limits.max_header_bytes, max_headers = limits.max_headers
+        cdef Py_ssize_t max_body = limits.max_body_bytes
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef double received_at
+        while at < size:
+            received_at = _perf_counter()
+            if not parse_head(p, at, size, max_head, max_headers, max_body, &h):
+                break
+            if not self._serve(_ENDPOINT_NAMES[h.endpoint], _span(data, &h, H_API_KEY),
+                               _span(data, &h, H_AUTHORIZATION), _span(data, &h, H_VERSION),
+                               _span(data, &h, H_BETA), _span(data, &h, H_PROJECT), _span(data, &h, H_AGENT),
+                               data[h.body_start:h.body_end], received_at, transport):
+                break
+            at = h.body_end
+        return at
+
+    cdef bint _decline(self, bytes body, Member* members, int count) except -1:
+        """Keeps the scan of a declined body for the general path (reuse_scan), which would otherwise scan again."""
+        self.last_body = body
+        self.last_scan = members_scan(body, members, count)
+        return False
+
     def serve(self, bytes method, bytes url, list headers, bytes body, double received_at, transport):
-        cdef bytes name, value, raw, stream, max_tokens, model_bytes, key, answer, request_id
+        cdef bytes name, value
         cdef bytes api_key = None, authorization = None, version = None, beta = None, project = None, agent = None
-        cdef bytes scope_bytes, credential_value, context
         cdef tuple header
-        cdef object endpoint, app, cache, route, stats, scan, usage, cost, sink
-        cdef double now, latency_ms
-        cdef char buf[64]
-        cdef int written
+        cdef object endpoint
         if method != b"POST":
             return False
         endpoint = ENDPOINTS.get(url)
         if endpoint is None:
-            return False
-        app = self.app
-        cache = app.cache
-        if cache is None or app.draining or app.config.overrides.enabled:
             return False
         for header in headers:
             name = <bytes>header[0]
@@ -115,41 +313,58 @@ cdef class HitLane:
                     agent = value
             elif name == b"x-cco-cache" or name == b"cache-control":
                 return False
-        try:
-            scan = self.scan(body)
-        except JsonSyntaxError:
+        return self._serve(endpoint, api_key, authorization, version, beta, project, agent, body, received_at,
+                           transport)
+
+    cdef bint _serve(self, str endpoint, bytes api_key, bytes authorization, bytes version, bytes beta,
+                     bytes project, bytes agent, bytes body, double received_at, transport) except -1:
+        cdef bytes model_bytes, key, answer, request_id
+        cdef bytes scope_bytes, credential_value, context
+        cdef object app, cache, route, stats, usage, cost, sink
+        cdef Member members[MAX_MEMBERS]
+        cdef const unsigned char* p
+        cdef int count, m
+        cdef Py_ssize_t start, size
+        cdef double now, latency_ms
+        cdef char buf[64]
+        cdef int written
+        app = self.app
+        cache = app.cache
+        if cache is None or app.draining or app.config.overrides.enabled:
             return False
-        self.last_body = body
-        self.last_scan = scan
+        p = <const unsigned char*>PyBytes_AS_STRING(body)
+        count = scan_members(p, PyBytes_GET_SIZE(body), members)
         self.last_context = None
-        raw = scan.value(b"model")
-        if raw is None or PyBytes_GET_SIZE(raw) < 3:
-            return False
-        if PyBytes_AS_STRING(raw)[0] != 34 or PyBytes_AS_STRING(raw)[PyBytes_GET_SIZE(raw) - 1] != 34:
-            return False
-        if memchr(PyBytes_AS_STRING(raw), 92, PyBytes_GET_SIZE(raw)) != NULL:
-            return False
-        stream = scan.value(b"stream")
-        if stream is not None and stream != b"false" and stream != b"null":
-            return False
-        max_tokens = scan.value(b"max_tokens")
-        if max_tokens is not None and not _is_uint(max_tokens) and max_tokens != b"null":
-            return False
-        model_bytes = raw[1:PyBytes_GET_SIZE(raw) - 1]
+        if count < 0:
+            return False  # invalid or not plain: the general path scans it and answers
+        m = find_member(p, members, count, b"model", 5)
+        if m < 0:
+            return self._decline(body, members, count)
+        start = members[m].value_start
+        size = members[m].value_end - start
+        if size < 3 or p[start] != 34 or p[start + size - 1] != 34 or memchr(p + start, 92, size) != NULL:
+            return self._decline(body, members, count)
+        m = find_member(p, members, count, b"stream", 6)
+        if m >= 0 and not _span_is(p, &members[m], b"false", 5) and not _span_is(p, &members[m], b"null", 4):
+            return self._decline(body, members, count)
+        m = find_member(p, members, count, b"max_tokens", 10)
+        if m >= 0 and not _span_is_uint(p, &members[m]) and not _span_is(p, &members[m], b"null", 4):
+            return self._decline(body, members, count)
+        model_bytes = PyBytes_FromStringAndSize(<const char*>p + start + 1, size - 2)
         try:
             model = model_bytes.decode()
         except UnicodeDecodeError:
-            return False
+            return self._decline(body, members, count)
         router = app.router
         route = router.memo.get(model, False)
         if route is False:
             route = router.match(model)
         if route is None:
-            return False
+            return self._decline(body, members, count)
         credential_value = api_key or authorization
         credential = _xxh3_64(credential_value) if credential_value else 0
         if route.api_key is None and (credential == 0 or credential not in cache.verified):
-            return False
+            return self._decline(body, members, count)
         scope = cache.scope
         project_name = project.decode("utf-8", "replace") if project else app.default_project
         if scope == "global":
@@ -158,16 +373,20 @@ cdef class HitLane:
             scope_bytes = b"project:" + project_name.encode()
         else:
             scope_bytes = b"key:%x" % credential
-        context = b"\x00".join((model_bytes, route.provider_bytes, endpoint.encode(), scope_bytes, version or b"",
-                                 beta or b""))
-        key = scan.key(context)
-        self.last_context = context
-        self.last_key = key
+        context = b"\x00".join((model_bytes, route.provider_bytes, _ENDPOINT_BYTES[endpoint], scope_bytes,
+                                 version or b"", beta or b""))
+        key = members_key(body, members, count, context)
         answer = cache.lru.get(key)
         if answer is None:
+            self._decline(body, members, count)
+            self.last_context = context
+            self.last_key = key
             return False
         stats = cache.records.get(key)
         if stats is None or stats.hit_cost is None or stats.preview is None or stats.cost is None:
+            self._decline(body, members, count)
+            self.last_context = context
+            self.last_key = key
             return False
         self.last_body = self.last_scan = None
         cache.hits += 1

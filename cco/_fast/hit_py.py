@@ -8,10 +8,20 @@ it: another endpoint or method, a control header (`x-cco-cache`, `cache-control`
 a field the proxy would reject or decode specially, a credential not seen to succeed, a miss, or an entry whose
 stats are not yet settled (its first hit takes the general path). What it answers is byte for byte what the
 general path would answer (tests/test_fast_hit.py proves it on both twins), and it records the same row.
+
+Two entries. `serve` takes a request httptools already parsed. `serve_data` goes one step earlier: given what a
+connection just read, at a request boundary, it reads the request heads itself (`parse_head`) and answers
+every complete request it owns, pipelined ones included, without httptools' per-header callbacks; it stops at the
+first request it does not own and returns how many bytes it answered, and the connection feeds the rest to
+httptools. `parse_head` accepts only a strict subset of HTTP/1.1: `POST <cached endpoint> HTTP/1.1`, token header
+names, values free of control bytes, one decimal Content-Length with the whole body already read, no
+Transfer-Encoding, Expect or Upgrade, no Connection other than keep-alive, within the connection's size limits.
+Anything else is left to httptools, which answers the errors (400, 413, 431) the general way.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import xxhash
@@ -24,6 +34,62 @@ ENDPOINTS = {b"/v1/messages": "/v1/messages", b"/v1/messages?beta=true": "/v1/me
 _HEAD_200 = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
 _HIT_LINE = b"x-cco-cache: hit\r\nrequest-id: "
 _COST_ZERO = b"x-cco-cost-usd: 0.0\r\n"
+
+# Header fields parse_head reads, by index into its values list: the lane's inputs.
+CAPTURED = {b"x-api-key": 0, b"authorization": 1, b"anthropic-version": 2, b"anthropic-beta": 3, b"x-cco-project": 4,
+            b"x-cco-agent": 5}
+# Fields whose presence means the request is not a plain one (framing, control headers): httptools takes it.
+DECLINED = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"x-cco-cache", b"cache-control"})
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def parse_head(data: bytes, start: int, max_head: int, max_headers: int, max_body: int):
+    """The request at data[start:] if the lane may read it itself: (endpoint, captured values, body start, body end),
+    else None. See the module docstring for what is accepted."""
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0 or end + 4 - start > max_head:
+        return None
+    line_end = data.find(b"\r\n", start)
+    line = data[start:line_end]
+    if line[:5] != b"POST " or line[-9:] != b" HTTP/1.1":
+        return None
+    endpoint = ENDPOINTS.get(line[5:-9])
+    if endpoint is None:
+        return None
+    head = data[line_end + 2:end]
+    lines = head.split(b"\r\n") if head else []
+    if len(lines) > max_headers:
+        return None
+    values: list = [None] * 6
+    length = -1
+    for field in lines:
+        if _CONTROL.search(field):  # a control byte, or a bare CR or LF, in a field line
+            return None
+        name, colon, value = field.partition(b":")
+        if not colon or _TOKEN.fullmatch(name) is None:
+            return None
+        name = name.lower()
+        stripped = value.strip(b" \t")
+        index = CAPTURED.get(name)
+        if index is not None:
+            if stripped != value.lstrip(b" \t"):
+                return None  # trailing whitespace in a value the lane reads: let httptools decide what it is
+            if values[index] is None:
+                values[index] = stripped
+        elif name == b"content-length":
+            if length >= 0 or not stripped.isdigit() or len(stripped) > 15:
+                return None
+            length = int(stripped)
+        elif name == b"connection":
+            if stripped.lower() != b"keep-alive":
+                return None
+        elif name in DECLINED:
+            return None
+    body_start = end + 4
+    if length < 0 or length > max_body or body_start + length > len(data):
+        return None
+    return endpoint, values, body_start, body_start + length
 
 
 class HitLane:
@@ -43,8 +109,8 @@ class HitLane:
         self.last_key = None
 
     def reuse_scan(self, body: bytes):
-        """The scan of `body` if the lane just made it (the same bytes object), else None."""
-        if self.last_body is body:
+        """The scan of `body` if the lane just made it (the same bytes, from `serve` or `serve_data`), else None."""
+        if self.last_body is not None and (self.last_body is body or self.last_body == body):
             self.last_body = None
             return self.last_scan
         return None
@@ -55,15 +121,28 @@ class HitLane:
             return self.last_key
         return None
 
+    def serve_data(self, data: bytes, transport, limits) -> int:
+        """Answers the complete requests at the start of `data` (read at a request boundary) that the lane owns;
+        returns how many bytes it answered (0: none)."""
+        at = 0
+        size = len(data)
+        max_head, max_headers, max_body = limits.max_header_bytes, limits.max_headers, limits.max_body_bytes
+        while at < size:
+            received_at = time.perf_counter()
+            head = parse_head(data, at, max_head, max_headers, max_body)
+            if head is None:
+                break
+            endpoint, values, body_start, body_end = head
+            if not self._serve(endpoint, *values, data[body_start:body_end], received_at, transport):
+                break
+            at = body_end
+        return at
+
     def serve(self, method: bytes, url: bytes, headers: list, body: bytes, received_at: float, transport) -> bool:
         if method != b"POST":
             return False
         endpoint = ENDPOINTS.get(url)
         if endpoint is None:
-            return False
-        app = self.app
-        cache = app.cache
-        if cache is None or app.draining or app.config.overrides.enabled:
             return False
         api_key = authorization = version = beta = project = agent = None
         for name, value in headers:
@@ -87,6 +166,15 @@ class HitLane:
                     agent = value
             elif name == b"x-cco-cache" or name == b"cache-control":
                 return False
+        return self._serve(endpoint, api_key, authorization, version, beta, project, agent, body, received_at,
+                           transport)
+
+    def _serve(self, endpoint: str, api_key, authorization, version, beta, project, agent, body: bytes,
+               received_at: float, transport) -> bool:
+        app = self.app
+        cache = app.cache
+        if cache is None or app.draining or app.config.overrides.enabled:
+            return False
         try:
             scan = self.scan(body)
         except JsonSyntaxError:

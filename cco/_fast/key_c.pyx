@@ -5,11 +5,16 @@ One pass over the body bytes validates the JSON and records the byte span of eac
 content is only stepped over, never turned into Python objects. The scanner is plain C over a state struct
 (inlinable, no Python calls per byte); string contents — most of a Claude Code request — are skipped 16 bytes at
 a time (scan.h). The canonical form is then copied once into one buffer and hashed with xxh3-128.
+
+Plain bodies (at most MAX_MEMBERS top-level members, each name unescaped ASCII and given once: every request an
+SDK sends) are scanned into a C array of member spans (`scan_members`, also the C interface of key_c.pxd that the
+compiled hit lane keys with, building no Python object per member); any other body takes the general loop of
+`_scan_request`, which also words the errors.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint32_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 import xxhash
 
@@ -252,6 +257,143 @@ cdef Py_ssize_t scan_value(Scan* s, Py_ssize_t i) noexcept nogil:
             return i
 
 
+cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcept nogil:
+    """The top-level members of a plain JSON object body, validated as a whole; their count, or -1 when the body
+    is not plain (invalid, not an object, an escaped, non-ASCII or repeated name, more than MAX_MEMBERS)."""
+    cdef Scan s
+    cdef Py_ssize_t i, name_start, name_end, start, k
+    cdef int count = 0, m
+    s.p = p
+    s.n = n
+    s.err = OK
+    i = ws(&s, 0)
+    if i >= n or p[i] != 123:
+        return -1
+    i = ws(&s, i + 1)
+    if i < n and p[i] == 125:
+        i += 1
+    else:
+        while True:
+            if i >= n or p[i] != 34:
+                return -1
+            s.escaped = False
+            name_start = i + 1
+            i = scan_string(&s, i)
+            if i < 0 or s.escaped:
+                return -1
+            name_end = i - 1
+            for k in range(name_start, name_end):
+                if p[k] >= 128:
+                    return -1
+            for m in range(count):
+                if (out[m].name_end - out[m].name_start == name_end - name_start
+                        and memcmp(p + out[m].name_start, p + name_start, name_end - name_start) == 0):
+                    return -1
+            if count == MAX_MEMBERS:
+                return -1
+            i = ws(&s, i)
+            if i >= n or p[i] != 58:
+                return -1
+            start = ws(&s, i + 1)
+            i = scan_value(&s, start)
+            if i < 0:
+                return -1
+            out[count].name_start = name_start
+            out[count].name_end = name_end
+            out[count].value_start = start
+            out[count].value_end = i
+            count += 1
+            i = ws(&s, i)
+            if i >= n:
+                return -1
+            if p[i] == 44:
+                i = ws(&s, i + 1)
+                continue
+            if p[i] == 125:
+                i += 1
+                break
+            return -1
+    if ws(&s, i) != n:
+        return -1
+    return count
+
+
+cdef int find_member(const unsigned char* p, Member* members, int count, const char* name,
+                     Py_ssize_t length) noexcept nogil:
+    """Index of the member called `name`, or -1."""
+    cdef int m
+    for m in range(count):
+        if (members[m].name_end - members[m].name_start == length
+                and memcmp(p + members[m].name_start, name, length) == 0):
+            return m
+    return -1
+
+
+cdef inline int name_order(const unsigned char* p, Member* a, Member* b) noexcept nogil:
+    """<0, 0, >0 as the two names compare as Python bytes."""
+    cdef Py_ssize_t la = a.name_end - a.name_start, lb = b.name_end - b.name_start
+    cdef int c = memcmp(p + a.name_start, p + b.name_start, la if la < lb else lb)
+    if c != 0:
+        return c
+    return -1 if la < lb else (1 if la > lb else 0)
+
+
+cdef inline bint excluded(const unsigned char* p, Member* m) noexcept nogil:
+    cdef Py_ssize_t length = m.name_end - m.name_start
+    return ((length == 6 and memcmp(p + m.name_start, b"stream", 6) == 0)
+            or (length == 8 and memcmp(p + m.name_start, b"metadata", 8) == 0))
+
+
+cdef bytes members_key(bytes body, Member* members, int count, bytes context):
+    """The same key as RequestScan.key, from scan_members' spans."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
+    cdef int order[MAX_MEMBERS]
+    cdef int i, j, m
+    cdef Py_ssize_t total = 4 + len(context), size
+    cdef uint32_t length
+    for i in range(count):  # insertion sort by name: a request has a handful of members
+        j = i
+        while j > 0 and name_order(p, &members[i], &members[order[j - 1]]) < 0:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = i
+        if not excluded(p, &members[i]):
+            total += 8 + (members[i].name_end - members[i].name_start) + (members[i].value_end - members[i].value_start)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* dst = PyBytes_AS_STRING(out)
+    length = <uint32_t>len(context)
+    memcpy(dst, &length, 4)
+    memcpy(dst + 4, <const char*>context, len(context))
+    dst += 4 + len(context)
+    for i in range(count):
+        m = order[i]
+        if excluded(p, &members[m]):
+            continue
+        size = members[m].name_end - members[m].name_start
+        length = <uint32_t>size
+        memcpy(dst, &length, 4)
+        memcpy(dst + 4, p + members[m].name_start, size)
+        dst += 4 + size
+        size = members[m].value_end - members[m].value_start
+        length = <uint32_t>size
+        memcpy(dst, &length, 4)
+        memcpy(dst + 4, p + members[m].value_start, size)
+        dst += 4 + size
+    return _xxh3_128_digest(out)
+
+
+cdef object members_scan(bytes body, Member* members, int count):
+    """The RequestScan of scan_members' spans."""
+    cdef dict spans = {}
+    cdef int m
+    for m in range(count):
+        spans[body[members[m].name_start:members[m].name_end]] = (members[m].value_start, members[m].value_end)
+    cdef RequestScan scan = RequestScan.__new__(RequestScan)
+    scan.body = body
+    scan._spans = spans
+    return scan
+
+
 @cython.final
 cdef class RequestScan:
     cdef readonly bytes body
@@ -301,6 +443,16 @@ cdef class RequestScan:
 
 
 def scan_request(bytes body):
+    cdef Member members[MAX_MEMBERS]
+    cdef int count = scan_members(<const unsigned char*>PyBytes_AS_STRING(body), len(body), members)
+    if count >= 0:
+        return members_scan(body, members, count)
+    return _scan_request(body)
+
+
+cdef _scan_request(bytes body):
+    """Any body: escaped and non-ASCII names, repeated names (the last value counts), any number of members; and the
+    wording of every error."""
     cdef Scan s
     cdef Py_ssize_t i, name_start, name_end, start
     cdef dict spans = {}
