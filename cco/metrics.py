@@ -50,7 +50,7 @@ class ProxyCollector:
         requests = CounterMetricFamily("cco_requests_total", "Proxied requests by provider, model and status.",
                                        labels=["provider", "model", "status"])
         for (provider, model, status), count in list(counters.requests.items()):
-            requests.add_metric([provider, model, status], count)
+            requests.add_metric([provider, model, str(status)], count)
         yield requests
         tokens = CounterMetricFamily("cco_tokens_total", "Tokens of calls that reached a provider, by kind.",
                                      labels=["provider", "model", "kind"])

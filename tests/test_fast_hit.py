@@ -369,3 +369,30 @@ def test_lane_leaves_oversized_heads_to_the_431_answer(setup):
 
     transport, spy = run(go)
     assert spy.answered == [0] and transport.written[0].startswith(b"HTTP/1.1 431 ")
+
+
+def test_rows_follow_the_caller_across_consecutive_hits(setup):
+    """The compiled lane reuses the last hit's row template: a change of project, agent or credential shows."""
+    s, _ = setup
+    other = b"sk-lane-other"
+
+    async def go():
+        s.cache.verify_credential(s.cache.credential_hash(_FakeRequest(other)))
+        conn, transport, spy = settled_connection(s)
+        for project, agent, key in [(b"a", None, KEY), (b"b", None, KEY), (b"b", b"rev", KEY), (b"b", b"rev", other),
+                                    (b"a", None, KEY)]:
+            headers = {b"x-cco-project": project, b"x-api-key": key}
+            if agent:
+                headers[b"x-cco-agent"] = agent
+            conn.data_received(request(headers=headers))
+        return spy
+
+    spy = run(go)
+    assert all(n > 0 for n in spy.answered)
+    rows = s.rows.rows[-5:]
+    col = COLUMNS.index
+    assert [(r[col("project")], r[col("agent")]) for r in rows] == [
+        ("a", None), ("b", None), ("b", "rev"), ("b", "rev"), ("a", None)]
+    hashes = [r[col("key_hash")] for r in rows]
+    assert hashes[0] == hashes[1] == hashes[2] == hashes[4] != hashes[3]
+    assert len({r[col("request_id")] for r in rows}) == 5 and all(r[col("latency_ms")] > 0 for r in rows)

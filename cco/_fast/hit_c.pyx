@@ -8,7 +8,13 @@ request heads read by a C loop over the buffer (`parse_head`, the same acceptanc
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdio cimport snprintf
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    void Py_SET_SIZE(object o, Py_ssize_t size)
 from libc.string cimport memchr, memcmp
 
 import time
@@ -16,6 +22,7 @@ import time
 import xxhash
 
 from cco._fast.hit_py import ENDPOINTS as _ENDPOINTS
+from cco.analytics.schema import COLUMNS
 from cco._fast.key_c cimport MAX_MEMBERS, Member, find_member, members_key, members_scan, scan_members
 
 cdef dict ENDPOINTS = _ENDPOINTS
@@ -218,6 +225,92 @@ cdef inline bint _span_is_uint(const unsigned char* p, Member* m) noexcept:
     return True
 
 
+cdef bytes _OVERHEAD_LINE = b"\r\nx-cco-overhead-ms: "
+if (len(COLUMNS), COLUMNS[0], COLUMNS[21], COLUMNS[22], COLUMNS[26]) != (28, "ts", "latency_ms", "ttfb_ms", "request_id"):
+    raise ImportError("hit_c's row layout does not match cco.analytics.schema.COLUMNS")
+# row columns that vary per hit (schema.COLUMNS): ts, latency_ms, ttfb_ms, request_id
+cdef enum:
+    ROW_SIZE = 28
+    ROW_TS = 0
+    ROW_LATENCY = 21
+    ROW_TTFB = 22
+    ROW_REQUEST_ID = 26
+
+
+cdef inline Py_ssize_t _put(char* out, Py_ssize_t at, bytes part):
+    memcpy(out + at, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
+    return at + PyBytes_GET_SIZE(part)
+
+
+cdef inline int _uint_text(unsigned long long value, char* out) noexcept nogil:
+    """Decimal digits of value (as %llu); returns their count."""
+    cdef char digits[24]
+    cdef int n = 0, k
+    while True:
+        digits[n] = <char>(48 + value % 10)
+        n += 1
+        value //= 10
+        if value == 0:
+            break
+    for k in range(n):
+        out[k] = digits[n - 1 - k]
+    return n
+
+
+cdef inline int _hex_width(unsigned long long value) noexcept nogil:
+    cdef int n = 12
+    while n < 16 and (value >> (4 * n)) != 0:
+        n += 1
+    return n
+
+
+cdef inline int _hex_text(unsigned long long value, char* out) noexcept nogil:
+    """Lower-case hex, at least 12 digits (as %012llx); returns the count."""
+    cdef int n = _hex_width(value), k
+    for k in range(n):
+        out[n - 1 - k] = b"0123456789abcdef"[value & 15]
+        value >>= 4
+    return n
+
+
+cdef inline int _ms_text(double ms, char* out) noexcept nogil:
+    """ms with three decimals (as %.3f, for 0 <= ms < 1e15); returns the count (at most 24)."""
+    cdef unsigned long long thousandths
+    cdef int n
+    if ms < 0:
+        ms = 0
+    if ms > 1e15:
+        ms = 1e15
+    thousandths = <unsigned long long>(ms * 1000 + 0.5)
+    n = _uint_text(thousandths // 1000, out)
+    out[n] = 46
+    out[n + 1] = <char>(48 + (thousandths // 100) % 10)
+    out[n + 2] = <char>(48 + (thousandths // 10) % 10)
+    out[n + 3] = <char>(48 + thousandths % 10)
+    return n + 4
+
+
+cdef tuple _row(tuple template, double ts, double latency_ms, double ttfb_ms, str request_id):
+    """A copy of the row template with the per-hit values filled in."""
+    cdef tuple row = PyTuple_New(ROW_SIZE)
+    cdef object item
+    cdef int i
+    for i in range(ROW_SIZE):
+        if i == ROW_TS:
+            item = ts
+        elif i == ROW_LATENCY:
+            item = latency_ms
+        elif i == ROW_TTFB:
+            item = ttfb_ms
+        elif i == ROW_REQUEST_ID:
+            item = request_id
+        else:
+            item = <object>PyTuple_GET_ITEM(template, i)
+        Py_INCREF(item)
+        PyTuple_SET_ITEM(row, i, item)
+    return row
+
+
 @cython.final
 cdef class HitLane:
     cdef public object app
@@ -229,6 +322,7 @@ cdef class HitLane:
     cdef public object last_scan
     cdef public object last_context
     cdef public object last_key
+    cdef tuple row_memo  # (stats, cost, route, project, agent, credential, row template): see _row_template
 
     def __init__(self, app, scan=None):
         if scan is None:
@@ -242,6 +336,7 @@ cdef class HitLane:
         self.last_scan = None
         self.last_context = None
         self.last_key = None
+        self.row_memo = None
 
     def reuse_scan(self, bytes body):
         if self.last_body is not None and (self.last_body is body or self.last_body == body):
@@ -273,6 +368,32 @@ cdef class HitLane:
                 break
             at = h.body_end
         return at
+
+    cdef tuple _row_template(self, stats, route, str model, str endpoint, str project_name,
+                             bytes agent, bytes credential_value, recorder):
+        """The ledger row of a hit with placeholders for its time, latencies and request id: the same for every
+        hit of one entry by one caller, so the last one is kept (a burst of identical requests is the lane's
+        case) and rebuilt when anything it depends on changed (another entry, caller, route or price)."""
+        cdef tuple memo = self.row_memo
+        cost = stats.hit_cost
+        if (memo is not None and memo[0] is stats and memo[1] is cost and memo[2] is route
+                and memo[3] == project_name and memo[4] == agent and memo[5] == credential_value):
+            return <tuple>memo[6]
+        usage = stats.usage
+        key_hash = recorder.key_hashes.get(credential_value) if credential_value else None
+        if key_hash is None:
+            key_hash = recorder.key_hash_of(credential_value)
+        template = (
+            0.0, project_name, agent.decode("utf-8", "replace") if agent else None, model, model, route.provider,
+            endpoint, 0, 200, None, "hit",
+            usage.input_tokens if usage is not None else 0, usage.output_tokens if usage is not None else 0,
+            usage.cache_creation_tokens if usage is not None else 0,
+            usage.cache_creation_1h_tokens if usage is not None else 0,
+            usage.cache_read_tokens if usage is not None else 0, 0, cost.cost, cost.would_be_cost, cost.savings,
+            int(cost.unpriced), 0.0, 0.0, None, 0, None, "", key_hash,
+        )
+        self.row_memo = (stats, cost, route, project_name, agent, credential_value, template)
+        return template
 
     cdef bint _decline(self, bytes body, Member* members, int count) except -1:
         """Keeps the scan of a declined body for the general path (reuse_scan), which would otherwise scan again."""
@@ -318,16 +439,20 @@ cdef class HitLane:
 
     cdef bint _serve(self, str endpoint, bytes api_key, bytes authorization, bytes version, bytes beta,
                      bytes project, bytes agent, bytes body, double received_at, transport) except -1:
-        cdef bytes model_bytes, key, answer, request_id
+        cdef bytes model_bytes, key, answer, prefix, lines, response
         cdef bytes scope_bytes, credential_value, context
-        cdef object app, cache, route, stats, usage, cost, sink
+        cdef object app, cache, route, stats, sink, recorder
+        cdef tuple template
+        cdef char* out
+        cdef Py_ssize_t at, id_at, id_end, id_size
+        cdef int length_digits
+        cdef unsigned long long counter
         cdef Member members[MAX_MEMBERS]
         cdef const unsigned char* p
         cdef int count, m
         cdef Py_ssize_t start, size
         cdef double now, latency_ms
-        cdef char buf[64]
-        cdef int written
+        cdef char buf[24]
         app = self.app
         cache = app.cache
         if cache is None or app.draining or app.config.overrides.enabled:
@@ -394,38 +519,48 @@ cdef class HitLane:
         stats.last_hit = _time()
         stats.saved += stats.cost
         cache.saved_cost += stats.cost
-        written = snprintf(buf, sizeof(buf), b"%012llx", <unsigned long long>next(self.request_counter))
-        request_id = self.request_id_prefix + PyBytes_FromStringAndSize(buf, written)
-        now = _perf_counter()
-        written = snprintf(buf, sizeof(buf), b"%zd\r\n", PyBytes_GET_SIZE(answer))
-        length_line = PyBytes_FromStringAndSize(buf, written)
-        written = snprintf(buf, sizeof(buf), b"\r\nx-cco-overhead-ms: %.3f\r\n", (now - received_at) * 1000)
-        overhead_line = PyBytes_FromStringAndSize(buf, written)
+        counter = <unsigned long long>next(self.request_counter)
         lines = route.cco_headers.get(model)
         if lines is None:
             lines = self.model_headers(route, model)
-        transport.write(b"".join((_HEAD_200, length_line, lines, _HIT_LINE,
-                                  request_id, overhead_line, _COST_ZERO, b"\r\n", answer)))
-        sink = app.recorder.sink
+        prefix = self.request_id_prefix
+        now = _perf_counter()
+        # The response in one buffer: head, length, model lines, cache line, request id, overhead, cost, body.
+        id_size = PyBytes_GET_SIZE(prefix) + _hex_width(counter)
+        length_digits = _uint_text(<unsigned long long>PyBytes_GET_SIZE(answer), buf)
+        response = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(_HEAD_200) + length_digits + 2
+                                             + PyBytes_GET_SIZE(lines) + PyBytes_GET_SIZE(_HIT_LINE) + id_size
+                                             + PyBytes_GET_SIZE(_OVERHEAD_LINE) + 24 + 2
+                                             + PyBytes_GET_SIZE(_COST_ZERO) + 2 + PyBytes_GET_SIZE(answer))
+        out = PyBytes_AS_STRING(response)
+        at = _put(out, 0, _HEAD_200)
+        memcpy(out + at, buf, length_digits)
+        at += length_digits
+        out[at] = 13
+        out[at + 1] = 10
+        at = _put(out, at + 2, lines)
+        at = _put(out, at, _HIT_LINE)
+        id_at = at
+        at = _put(out, at, prefix)
+        at += _hex_text(counter, out + at)
+        id_end = at
+        at = _put(out, at, _OVERHEAD_LINE)
+        at += _ms_text((now - received_at) * 1000, out + at)
+        out[at] = 13
+        out[at + 1] = 10
+        at = _put(out, at + 2, _COST_ZERO)
+        out[at] = 13
+        out[at + 1] = 10
+        at = _put(out, at + 2, answer)
+        Py_SET_SIZE(response, at)  # the overhead figure took fewer than its 24 reserved bytes
+        out[at] = 0  # bytes objects keep a terminating NUL
+        transport.write(response)
+        recorder = app.recorder
+        sink = recorder.sink
         if sink is not None:
-            usage = stats.usage
-            cost = stats.hit_cost
+            template = self._row_template(stats, route, model, endpoint, project_name, agent,
+                                          credential_value, recorder)
             latency_ms = (_perf_counter() - received_at) * 1000
-            recorder = app.recorder
-            key_hash = recorder.key_hashes.get(credential_value) if credential_value else None
-            if key_hash is None:
-                key_hash = recorder.key_hash_of(credential_value)
-            if usage is not None:
-                tokens = (usage.input_tokens, usage.output_tokens, usage.cache_creation_tokens,
-                          usage.cache_creation_1h_tokens, usage.cache_read_tokens)
-            else:
-                tokens = (0, 0, 0, 0, 0)
-            sink((
-                _time() - latency_ms / 1000, project_name,
-                agent.decode("utf-8", "replace") if agent else None, model, model, route.provider,
-                endpoint, 0, 200, None, "hit", tokens[0], tokens[1], tokens[2], tokens[3], tokens[4], 0,
-                cost.cost, cost.would_be_cost, cost.savings, int(cost.unpriced), latency_ms,
-                (now - received_at) * 1000, None, 0, None, request_id.decode("latin-1"),
-                key_hash,
-            ))
+            sink(_row(template, _time() - latency_ms / 1000, latency_ms, (now - received_at) * 1000,
+                      PyUnicode_DecodeLatin1(out + id_at, id_end - id_at, NULL)))
         return True

@@ -92,7 +92,7 @@ class Counters:
     __slots__ = ("requests", "tokens", "cost", "savings", "latency", "overrides")
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}  # (provider, model, status) → count
+        self.requests: dict[tuple[str, str, int], int] = {}  # (provider, model, status) → count
         self.tokens: dict[tuple[str, str, str], int] = {}  # (provider, model, kind) → tokens
         self.cost: dict[tuple[str, str], float] = {}  # (provider, model) → USD
         self.savings: dict[tuple[str, str], float] = {}
@@ -104,9 +104,10 @@ class Counters:
         requests, tokens, cost, savings = self.requests, self.tokens, self.cost, self.savings
         for row in rows:
             provider, model = row[_PROVIDER], row[_MODEL]
-            label = (provider, model, str(row[_STATUS]))
+            label = (provider, model, row[_STATUS])
             requests[label] = requests.get(label, 0) + 1
-            if row[_CACHE] != "hit" and row[_CACHE] != "coalesced":
+            cache = row[_CACHE]
+            if cache != "hit" and cache != "coalesced":
                 for kind, column in _TOKEN_COLUMNS:
                     if row[column]:
                         key = (provider, model, kind)

@@ -33,6 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import chain
 from pathlib import Path
 
 import apsw
@@ -220,8 +221,7 @@ def insert_statements(rows: list[tuple]) -> list[tuple[str, list]]:
     start, total = 0, len(rows)
     for size in STATEMENT_ROWS:
         while total - start >= size:
-            chunk = rows[start:start + size]
-            out.append((_INSERT_SQL[size], [value for row in chunk for value in row]))
+            out.append((_INSERT_SQL[size], list(chain.from_iterable(rows[start:start + size]))))
             start += size
     return out
 
