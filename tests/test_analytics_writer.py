@@ -487,3 +487,47 @@ def test_record_is_safe_from_another_thread_while_writing(db: Path, writers) -> 
     t.join()
     assert w.flush()
     assert w.written == 3000 and count_calls(db) == 3000
+
+
+def test_metrics_counters_equal_a_row_by_row_count_over_random_calls() -> None:
+    from cco.analytics.record import Counters
+
+    rng = random.Random(11)
+    rows = []
+    for i in range(3000):
+        cache = rng.choice(["hit", "hit", "hit", "miss", "coalesced", "none"])
+        served = cache in ("hit", "coalesced")
+        rows.append(make_row(
+            model=rng.choice(["claude-sonnet-4", "claude-haiku-4"]), provider=rng.choice(["anthropic", "ollama"]),
+            status=rng.choice([200, 200, 200, 200, 429, 529]), cache=cache,
+            input_tokens=rng.randrange(3), output_tokens=rng.randrange(5), cost=0.0 if served else rng.random(),
+            savings=rng.choice([0.0, rng.random()]), upstream_ms=None if served else rng.uniform(1, 900),
+            override_rule=rng.choice([None, None, "r"]), request_id=f"r{i}"))
+        if rng.random() < 0.7 and rows:  # runs of identical calls, as bursts of hits make
+            rows.extend([rows[-1]] * rng.randrange(1, 6))
+    counters = Counters()
+    for start in range(0, len(rows), 97):
+        counters.observe(rows[start:start + 97])
+    col = COLUMNS.index
+    requests: dict = {}
+    tokens: dict = {}
+    cost: dict = {}
+    savings: dict = {}
+    for row in rows:
+        p, m = row[col("provider")], row[col("model")]
+        requests[(p, m, row[col("status")])] = requests.get((p, m, row[col("status")]), 0) + 1
+        if row[col("cache")] not in ("hit", "coalesced"):
+            for kind in ("input", "output"):
+                if row[col(f"{kind}_tokens")]:
+                    tokens[(p, m, kind)] = tokens.get((p, m, kind), 0) + row[col(f"{kind}_tokens")]
+        if row[col("cost")] or row[col("savings")]:
+            cost[(p, m)] = cost.get((p, m), 0.0) + row[col("cost")]
+            savings[(p, m)] = savings.get((p, m), 0.0) + row[col("savings")]
+    assert counters.requests == requests and counters.tokens == tokens
+    assert counters.cost.keys() == cost.keys() and counters.savings.keys() == savings.keys()
+    for key in cost:
+        assert counters.cost[key] == pytest.approx(cost[key], rel=1e-12)
+        assert counters.savings[key] == pytest.approx(savings[key], rel=1e-12)
+    assert sum(series[-2] + sum(series[:-2]) for series in counters.latency.values()) == \
+        sum(1 for row in rows if row[col("upstream_ms")] is not None)
+    assert sum(counters.overrides.values()) == sum(1 for row in rows if row[col("override_rule")] is not None)

@@ -101,26 +101,48 @@ class Counters:
         self.overrides: dict[tuple[str, str], int] = {}  # (requested, served) → count
 
     def observe(self, rows: list[tuple]) -> None:
-        requests, tokens, cost, savings = self.requests, self.tokens, self.cost, self.savings
+        """Adds committed rows. A run of consecutive rows with one (provider, model, status) — a burst of hits, say —
+        is counted and summed first and added to the dicts once."""
+        tokens = self.tokens
+        label: tuple | None = None
+        run = 0
+        run_cost = run_savings = 0.0
+        priced = False
         for row in rows:
-            provider, model = row[_PROVIDER], row[_MODEL]
-            label = (provider, model, row[_STATUS])
-            requests[label] = requests.get(label, 0) + 1
+            provider, model, status = row[_PROVIDER], row[_MODEL], row[_STATUS]
+            if label is None or status != label[2] or model != label[1] or provider != label[0]:
+                if label is not None:
+                    self._add_run(label, run, priced, run_cost, run_savings)
+                label = (provider, model, status)
+                run = 0
+                run_cost = run_savings = 0.0
+                priced = False
+            run += 1
+            cost, savings = row[_COST], row[_SAVINGS]
+            if cost or savings:
+                priced = True
+                run_cost += cost
+                run_savings += savings
             cache = row[_CACHE]
             if cache != "hit" and cache != "coalesced":
                 for kind, column in _TOKEN_COLUMNS:
                     if row[column]:
                         key = (provider, model, kind)
                         tokens[key] = tokens.get(key, 0) + row[column]
-            if row[_COST] or row[_SAVINGS]:
-                pm = (provider, model)
-                cost[pm] = cost.get(pm, 0.0) + row[_COST]
-                savings[pm] = savings.get(pm, 0.0) + row[_SAVINGS]
             if row[_UPSTREAM_MS] is not None:
                 self._observe_upstream(provider, row[_UPSTREAM_MS] / 1000)
             if row[_OVERRIDE] is not None:
                 pair = (row[_REQUESTED], model)
                 self.overrides[pair] = self.overrides.get(pair, 0) + 1
+        if label is not None:
+            self._add_run(label, run, priced, run_cost, run_savings)
+
+    def _add_run(self, label: tuple, calls: int, priced: bool, cost: float, savings: float) -> None:
+        self.requests[label] = self.requests.get(label, 0) + calls
+        if priced:
+            pm = label[:2]
+            self.cost[pm] = self.cost.get(pm, 0.0) + cost
+            self.savings[pm] = self.savings.get(pm, 0.0) + savings
 
     def _observe_upstream(self, provider: str, seconds: float) -> None:
         series = self.latency.get(provider)

@@ -164,41 +164,70 @@ def _migrate(conn: apsw.Connection, path: str) -> None:
 
 
 def rollups(rows: Iterable[tuple]) -> tuple[list[tuple], list[tuple]]:
-    """The `hourly` and `overrides` upsert bindings that add `rows` to the rollups (schema v2 definitions)."""
-    hourly: dict[tuple, list] = {}
-    overrides: dict[tuple, list] = {}
+    """The `hourly` and `overrides` upsert bindings that add `rows` to the rollups (schema v2 definitions).
+
+    Rows are grouped by their rollup key in one Python loop (a row with the last row's key joins its group without
+    building a key); each group's sums then run column-wise in C (`zip`,
+    `sum`, `count`), in row order, so the floats add up exactly as a row-by-row loop would. A group with both
+    served and forwarded calls (rare: one hour, one model, hits and misses in one batch) splits its token and
+    cache-savings sums row by row."""
+    groups: dict[tuple, list[tuple]] = {}
+    overridden: list[tuple] = []
+    group: list[tuple] = []
+    start = end = 0.0
+    project = model = provider = None
     for row in rows:
         ts = row[_TS]
-        key = (int(ts // 3600) * 3600, row[_PROJECT], row[_MODEL], row[_PROVIDER])
-        cache = row[_CACHE]
-        served = cache == "hit" or cache == "coalesced"
-        savings = row[_SAVINGS]
-        acc = hourly.get(key)
-        if acc is None:
-            # calls, tokens, cost, savings, cache_savings, hits, misses, errors, latency_ms, last_ts
-            acc = hourly[key] = [0, 0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0, ts]
-        acc[0] += 1
-        if not served:
-            acc[1] += row[_INPUT] + row[_OUTPUT] + row[_CACHE_CREATION] + row[_CACHE_READ]
-        acc[2] += row[_COST]
-        acc[3] += savings
-        if served:
-            acc[4] += savings
-            acc[5] += 1
-        elif cache == "miss":
-            acc[6] += 1
-        if row[_STATUS] >= 400:
-            acc[7] += 1
-        acc[8] += row[_LATENCY]
-        acc[9] = max(acc[9], ts)
+        # consecutive rows mostly share their key: compare with the last one before building a key
+        if not (start <= ts < end and row[_PROJECT] == project and row[_MODEL] == model
+                and row[_PROVIDER] == provider):
+            project, model, provider = row[_PROJECT], row[_MODEL], row[_PROVIDER]
+            hour = int(ts // 3600) * 3600
+            start, end = hour, hour + 3600
+            key = (hour, project, model, provider)
+            group = groups.get(key)  # type: ignore[assignment]
+            if group is None:
+                group = groups[key] = []
+        group.append(row)
         if row[_OVERRIDE_RULE] is not None:
-            okey = (row[_REQUESTED_MODEL], row[_MODEL])
-            oacc = overrides.get(okey)
-            if oacc is None:
-                oacc = overrides[okey] = [0, 0.0]
-            oacc[0] += 1
-            oacc[1] += savings
-    return ([(*k, *v) for k, v in hourly.items()], [(*k, *v) for k, v in overrides.items()])
+            overridden.append(row)
+    hourly = []
+    for key, group in groups.items():
+        columns = list(zip(*group))
+        cache = columns[_CACHE]
+        calls = len(group)
+        served = cache.count("hit") + cache.count("coalesced")
+        savings = sum(columns[_SAVINGS])
+        if served == 0:
+            tokens = (sum(columns[_INPUT]) + sum(columns[_OUTPUT]) + sum(columns[_CACHE_CREATION])
+                      + sum(columns[_CACHE_READ]))
+            cache_savings = 0.0
+        elif served == calls:
+            tokens = 0
+            cache_savings = 0.0 + savings
+        else:
+            tokens = 0
+            cache_savings = 0.0
+            for row in group:
+                if row[_CACHE] == "hit" or row[_CACHE] == "coalesced":
+                    cache_savings += row[_SAVINGS]
+                else:
+                    tokens += row[_INPUT] + row[_OUTPUT] + row[_CACHE_CREATION] + row[_CACHE_READ]
+        hourly.append((*key, calls, tokens, 0.0 + sum(columns[_COST]), 0.0 + savings, cache_savings, served,
+                       cache.count("miss"), sum(map(_ERROR_STATUS, columns[_STATUS])), 0.0 + sum(columns[_LATENCY]),
+                       max(columns[_TS])))
+    overrides: dict[tuple, list] = {}
+    for row in overridden:
+        okey = (row[_REQUESTED_MODEL], row[_MODEL])
+        oacc = overrides.get(okey)
+        if oacc is None:
+            oacc = overrides[okey] = [0, 0.0]
+        oacc[0] += 1
+        oacc[1] += row[_SAVINGS]
+    return hourly, [(*k, *v) for k, v in overrides.items()]
+
+
+_ERROR_STATUS = (400).__le__  # status >= 400
 
 
 def _describe(exc: BaseException) -> str:
