@@ -15,6 +15,7 @@ from libc.string cimport memcpy
 
 cdef extern from "Python.h":
     void Py_SET_SIZE(object o, Py_ssize_t size)
+    void PyObject_GC_UnTrack(void* op)
 from libc.string cimport memchr, memcmp
 
 import time
@@ -308,6 +309,9 @@ cdef tuple _row(tuple template, double ts, double latency_ms, double ttfb_ms, st
             item = <object>PyTuple_GET_ITEM(template, i)
         Py_INCREF(item)
         PyTuple_SET_ITEM(row, i, item)
+    # Only numbers, strings and None: the row can hold no cycle, so the cyclic collector need not visit it while
+    # it waits in the writer's queue (CPython would untrack it only at its first collection).
+    PyObject_GC_UnTrack(<void*>row)
     return row
 
 
@@ -451,7 +455,7 @@ cdef class HitLane:
         cdef const unsigned char* p
         cdef int count, m
         cdef Py_ssize_t start, size
-        cdef double now, latency_ms
+        cdef double now, latency_ms, wall
         cdef char buf[24]
         app = self.app
         cache = app.cache
@@ -516,7 +520,8 @@ cdef class HitLane:
         self.last_body = self.last_scan = None
         cache.hits += 1
         stats.hits += 1
-        stats.last_hit = _time()
+        wall = _time()
+        stats.last_hit = wall
         stats.saved += stats.cost
         cache.saved_cost += stats.cost
         counter = <unsigned long long>next(self.request_counter)
@@ -561,6 +566,6 @@ cdef class HitLane:
             template = self._row_template(stats, route, model, endpoint, project_name, agent,
                                           credential_value, recorder)
             latency_ms = (_perf_counter() - received_at) * 1000
-            sink(_row(template, _time() - latency_ms / 1000, latency_ms, (now - received_at) * 1000,
+            sink(_row(template, wall - (now - received_at), latency_ms, (now - received_at) * 1000,
                       PyUnicode_DecodeLatin1(out + id_at, id_end - id_at, NULL)))
         return True
