@@ -45,6 +45,29 @@ cdef enum:
     H_AGENT = 5
     H_COUNT = 6
 
+# What parse_head does with a header field, by name (hit_py: CAPTURED, DECLINED, content-length, connection)
+cdef enum:
+    F_OTHER = -1
+    F_LENGTH = -2
+    F_CONNECTION = -3
+    F_DECLINE = -4
+
+cdef struct FieldName:
+    const char* name  # lower-case
+    Py_ssize_t length
+    int kind  # an H_* index (captured) or an F_* action
+
+cdef FieldName _FIELDS[13]
+_FIELDS[:] = [
+    FieldName(b"x-api-key", 9, H_API_KEY), FieldName(b"authorization", 13, H_AUTHORIZATION),
+    FieldName(b"anthropic-version", 17, H_VERSION), FieldName(b"anthropic-beta", 14, H_BETA),
+    FieldName(b"x-cco-project", 13, H_PROJECT), FieldName(b"x-cco-agent", 11, H_AGENT),
+    FieldName(b"content-length", 14, F_LENGTH), FieldName(b"connection", 10, F_CONNECTION),
+    FieldName(b"transfer-encoding", 17, F_DECLINE), FieldName(b"expect", 6, F_DECLINE),
+    FieldName(b"upgrade", 7, F_DECLINE), FieldName(b"x-cco-cache", 11, F_DECLINE),
+    FieldName(b"cache-control", 13, F_DECLINE),
+]
+
 cdef struct Head:
     int endpoint                # index into _ENDPOINT_NAMES
     Py_ssize_t body_start
@@ -79,8 +102,12 @@ cdef inline bint _name_is(const unsigned char* p, Py_ssize_t n, const char* lowe
     return True
 
 
-cdef inline bint _value_is_keep_alive(const unsigned char* p, Py_ssize_t n) noexcept nogil:
-    return _name_is(p, n, b"keep-alive", 10)
+cdef inline int _field_kind(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    cdef int k
+    for k in range(13):
+        if _FIELDS[k].length == n and _name_is(p, n, _FIELDS[k].name, n):
+            return _FIELDS[k].kind
+    return F_OTHER
 
 
 cdef bint parse_head(const unsigned char* p, Py_ssize_t start, Py_ssize_t size, Py_ssize_t max_head,
@@ -150,48 +177,21 @@ cdef bint parse_head(const unsigned char* p, Py_ssize_t start, Py_ssize_t size, 
         trimmed = value_end
         while trimmed > value_start and (p[trimmed - 1] == 32 or p[trimmed - 1] == 9):
             trimmed -= 1
-        c = p[name_start] | 32
-        k = -1
-        if c == 120:  # x
-            if _name_is(p + name_start, name_end - name_start, b"x-api-key", 9):
-                k = H_API_KEY
-            elif _name_is(p + name_start, name_end - name_start, b"x-cco-project", 13):
-                k = H_PROJECT
-            elif _name_is(p + name_start, name_end - name_start, b"x-cco-agent", 11):
-                k = H_AGENT
-            elif _name_is(p + name_start, name_end - name_start, b"x-cco-cache", 11):
+        k = _field_kind(p + name_start, name_end - name_start)
+        if k == F_DECLINE:
+            return False
+        if k == F_LENGTH:
+            if length >= 0 or trimmed == value_start or trimmed - value_start > 15:
                 return False
-        elif c == 97:  # a
-            if _name_is(p + name_start, name_end - name_start, b"anthropic-version", 17):
-                k = H_VERSION
-            elif _name_is(p + name_start, name_end - name_start, b"anthropic-beta", 14):
-                k = H_BETA
-            elif _name_is(p + name_start, name_end - name_start, b"authorization", 13):
-                k = H_AUTHORIZATION
-        elif c == 99:  # c
-            if _name_is(p + name_start, name_end - name_start, b"content-length", 14):
-                if length >= 0 or trimmed == value_start or trimmed - value_start > 15:
+            length = 0
+            while value_start < trimmed:
+                c = p[value_start]
+                if c < 48 or c > 57:
                     return False
-                length = 0
-                while value_start < trimmed:
-                    c = p[value_start]
-                    if c < 48 or c > 57:
-                        return False
-                    length = length * 10 + (c - 48)
-                    value_start += 1
-            elif _name_is(p + name_start, name_end - name_start, b"connection", 10):
-                if not _value_is_keep_alive(p + value_start, trimmed - value_start):
-                    return False
-            elif _name_is(p + name_start, name_end - name_start, b"cache-control", 13):
-                return False
-        elif c == 116:  # t
-            if _name_is(p + name_start, name_end - name_start, b"transfer-encoding", 17):
-                return False
-        elif c == 101:  # e
-            if _name_is(p + name_start, name_end - name_start, b"expect", 6):
-                return False
-        elif c == 117:  # u
-            if _name_is(p + name_start, name_end - name_start, b"upgrade", 7):
+                length = length * 10 + (c - 48)
+                value_start += 1
+        elif k == F_CONNECTION:
+            if not _name_is(p + value_start, trimmed - value_start, b"keep-alive", 10):
                 return False
         if k >= 0:
             if trimmed != value_end:
