@@ -42,7 +42,7 @@ class ProxyCollector:
         yield counter("cco_cache_expirations_total", "Entries dropped at the end of their TTL.",
                       cache.lru.expirations if cache else 0)
         yield GaugeMetricFamily("cco_cache_bytes", "Bytes the cache holds (entries, keys, overhead).",
-                                value=cache.lru.bytes_used if cache else 0)
+                                value=cache.bytes_used if cache else 0)
         yield GaugeMetricFamily("cco_cache_entries", "Entries in the cache.", value=len(cache.lru) if cache else 0)
         yield counter("cco_cache_saved_usd_total", "USD the cache saved (what the original calls cost).",
                       cache.saved_cost if cache else 0.0)

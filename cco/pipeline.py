@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable
 import orjson
 
 from cco import wire
-from cco.cache.message import message_bytes, synthesize_sse
+from cco.cache.message import message_bytes
 from cco.cache.store import CacheEntry, Flight, FlightResult
 from cco.errors import UpstreamError, error_body, sse_error_event
 from cco.analytics.record import NO_COST, BatchUsage, usage_of_dict, usage_of_message
@@ -431,7 +431,7 @@ def serve_entry(app: App, client: HttpProtocol, request: Request, route: Route, 
                % ((time.perf_counter() - request.received_at) * 1000))
     if stream and entry.endpoint == "/v1/messages":
         client.send(request, 200, headers + wire.NO_BUFFERING + b"cache-control: no-cache\r\n",
-                    synthesize_sse(entry.message()), content_type=wire.CONTENT_TYPE_SSE)
+                    app.cache.stream_body(entry), content_type=wire.CONTENT_TYPE_SSE)
     else:
         client.send(request, 200, headers + COST_ZERO, entry.body)
     stats = entry.stats

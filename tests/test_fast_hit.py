@@ -396,3 +396,45 @@ def test_rows_follow_the_caller_across_consecutive_hits(setup):
     hashes = [r[col("key_hash")] for r in rows]
     assert hashes[0] == hashes[1] == hashes[2] == hashes[4] != hashes[3]
     assert len({r[col("request_id")] for r in rows}) == 5 and all(r[col("latency_ms")] > 0 for r in rows)
+
+
+STREAM_BODY = BODY.replace(b'"max_tokens":64', b'"max_tokens":64,"stream":true')
+
+
+def test_lane_answers_stream_hits_like_the_general_path_once_the_stream_form_is_kept(setup):
+    s, _ = setup
+
+    async def go():
+        s.exchange(request(), lane=True)  # settle the entry
+        conn, transport, spy = settled_connection(s)
+        conn.data_received(request(body=STREAM_BODY))  # first stream hit: synthesized by the general path, kept
+        first = b"".join(transport.written)
+        slow = s.exchange(request(body=STREAM_BODY), lane=False)
+        conn2, transport2, spy2 = settled_connection(s)
+        conn2.data_received(request(body=STREAM_BODY))
+        return spy, first, slow, spy2, b"".join(transport2.written)
+
+    spy, first, slow, spy2, fast = run(go)
+    assert spy.answered == [0] and spy2.answered and spy2.answered[0] > 0  # declined first, answered after
+    assert b"content-type: text/event-stream" in fast and b"x-cco-cost-usd" not in fast
+    assert normal(fast) == normal(slow) == normal(first)
+    assert fast.split(b"\r\n\r\n", 1)[1] == s.cache.streams.get(s.cache.lru.items()[0][0])
+    rows = [row_dict(r) for r in s.rows.rows]
+    stream_rows = [r for r in rows if r["stream"] == 1]
+    assert len(stream_rows) == 3 and stream_rows[0] == stream_rows[1] == stream_rows[2]
+    assert stream_rows[2]["cache"] == "hit" and stream_rows[2]["input_tokens"] == 1200
+
+
+def test_lane_leaves_streams_on_count_tokens_to_the_general_path(setup):
+    s, _ = setup
+
+    async def go():
+        s.exchange(request(), lane=True)
+        conn, transport, spy = settled_connection(s)
+        conn.data_received(request(body=STREAM_BODY, target=b"/v1/messages/count_tokens"))
+        conn.connection_lost(None)
+        await asyncio.sleep(0)
+        return spy
+
+    spy = run(go)
+    assert spy.answered == [0]

@@ -22,6 +22,7 @@ import time
 
 import xxhash
 
+from cco._fast.hit_py import _HEAD_200_SSE as _HEAD_200_SSE_PY, _STREAM_LINES as _STREAM_LINES_PY
 from cco._fast.hit_py import ENDPOINTS as _ENDPOINTS
 from cco.analytics.schema import COLUMNS
 from cco._fast.key_c cimport MAX_MEMBERS, Member, find_member, members_key, members_scan, scan_members
@@ -30,6 +31,8 @@ cdef dict ENDPOINTS = _ENDPOINTS
 cdef bytes _HEAD_200 = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
 cdef bytes _HIT_LINE = b"x-cco-cache: hit\r\nrequest-id: "
 cdef bytes _COST_ZERO = b"x-cco-cost-usd: 0.0\r\n"
+cdef bytes _HEAD_200_SSE = _HEAD_200_SSE_PY
+cdef bytes _STREAM_LINES = _STREAM_LINES_PY
 cdef object _perf_counter = time.perf_counter
 cdef object _time = time.time
 cdef object _xxh3_64 = xxhash.xxh3_64_intdigest
@@ -326,7 +329,7 @@ cdef class HitLane:
     cdef public object last_scan
     cdef public object last_context
     cdef public object last_key
-    cdef tuple row_memo  # (stats, cost, route, project, agent, credential, row template): see _row_template
+    cdef tuple row_memo  # (stats, cost, route, project, agent, credential, stream, row template): _row_template
 
     def __init__(self, app, scan=None):
         if scan is None:
@@ -373,7 +376,7 @@ cdef class HitLane:
             at = h.body_end
         return at
 
-    cdef tuple _row_template(self, stats, route, str model, str endpoint, str project_name,
+    cdef tuple _row_template(self, stats, route, str model, str endpoint, bint streaming, str project_name,
                              bytes agent, bytes credential_value, recorder):
         """The ledger row of a hit with placeholders for its time, latencies and request id: the same for every
         hit of one entry by one caller, so the last one is kept (a burst of identical requests is the lane's
@@ -381,22 +384,23 @@ cdef class HitLane:
         cdef tuple memo = self.row_memo
         cost = stats.hit_cost
         if (memo is not None and memo[0] is stats and memo[1] is cost and memo[2] is route
-                and memo[3] == project_name and memo[4] == agent and memo[5] == credential_value):
-            return <tuple>memo[6]
+                and memo[3] == project_name and memo[4] == agent and memo[5] == credential_value
+                and memo[6] == streaming):
+            return <tuple>memo[7]
         usage = stats.usage
         key_hash = recorder.key_hashes.get(credential_value) if credential_value else None
         if key_hash is None:
             key_hash = recorder.key_hash_of(credential_value)
         template = (
             0.0, project_name, agent.decode("utf-8", "replace") if agent else None, model, model, route.provider,
-            endpoint, 0, 200, None, "hit",
+            endpoint, int(streaming), 200, None, "hit",
             usage.input_tokens if usage is not None else 0, usage.output_tokens if usage is not None else 0,
             usage.cache_creation_tokens if usage is not None else 0,
             usage.cache_creation_1h_tokens if usage is not None else 0,
             usage.cache_read_tokens if usage is not None else 0, 0, cost.cost, cost.would_be_cost, cost.savings,
             int(cost.unpriced), 0.0, 0.0, None, 0, None, "", key_hash,
         )
-        self.row_memo = (stats, cost, route, project_name, agent, credential_value, template)
+        self.row_memo = (stats, cost, route, project_name, agent, credential_value, streaming, template)
         return template
 
     cdef bint _decline(self, bytes body, Member* members, int count) except -1:
@@ -443,7 +447,8 @@ cdef class HitLane:
 
     cdef bint _serve(self, str endpoint, bytes api_key, bytes authorization, bytes version, bytes beta,
                      bytes project, bytes agent, bytes body, double received_at, transport) except -1:
-        cdef bytes model_bytes, key, answer, prefix, lines, response
+        cdef bytes model_bytes, key, answer, prefix, lines, response, head, tail
+        cdef bint streaming
         cdef bytes scope_bytes, credential_value, context
         cdef object app, cache, route, stats, sink, recorder
         cdef tuple template
@@ -473,9 +478,14 @@ cdef class HitLane:
         size = members[m].value_end - start
         if size < 3 or p[start] != 34 or p[start + size - 1] != 34 or memchr(p + start, 92, size) != NULL:
             return self._decline(body, members, count)
+        streaming = False
         m = find_member(p, members, count, b"stream", 6)
-        if m >= 0 and not _span_is(p, &members[m], b"false", 5) and not _span_is(p, &members[m], b"null", 4):
-            return self._decline(body, members, count)
+        if m >= 0:
+            streaming = _span_is(p, &members[m], b"true", 4)
+            if not streaming and not _span_is(p, &members[m], b"false", 5) and not _span_is(p, &members[m], b"null", 4):
+                return self._decline(body, members, count)
+            if streaming and endpoint != "/v1/messages":
+                return self._decline(body, members, count)
         m = find_member(p, members, count, b"max_tokens", 10)
         if m >= 0 and not _span_is_uint(p, &members[m]) and not _span_is(p, &members[m], b"null", 4):
             return self._decline(body, members, count)
@@ -517,6 +527,13 @@ cdef class HitLane:
             self.last_context = context
             self.last_key = key
             return False
+        if streaming:
+            answer = cache.streams.get(key)
+            if answer is None:  # its first stream hit: the general path synthesizes the stream and keeps it
+                self._decline(body, members, count)
+                self.last_context = context
+                self.last_key = key
+                return False
         self.last_body = self.last_scan = None
         cache.hits += 1
         stats.hits += 1
@@ -533,12 +550,14 @@ cdef class HitLane:
         # The response in one buffer: head, length, model lines, cache line, request id, overhead, cost, body.
         id_size = PyBytes_GET_SIZE(prefix) + _hex_width(counter)
         length_digits = _uint_text(<unsigned long long>PyBytes_GET_SIZE(answer), buf)
-        response = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(_HEAD_200) + length_digits + 2
+        head = _HEAD_200_SSE if streaming else _HEAD_200
+        tail = _STREAM_LINES if streaming else _COST_ZERO
+        response = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(head) + length_digits + 2
                                              + PyBytes_GET_SIZE(lines) + PyBytes_GET_SIZE(_HIT_LINE) + id_size
                                              + PyBytes_GET_SIZE(_OVERHEAD_LINE) + 24 + 2
-                                             + PyBytes_GET_SIZE(_COST_ZERO) + 2 + PyBytes_GET_SIZE(answer))
+                                             + PyBytes_GET_SIZE(tail) + 2 + PyBytes_GET_SIZE(answer))
         out = PyBytes_AS_STRING(response)
-        at = _put(out, 0, _HEAD_200)
+        at = _put(out, 0, head)
         memcpy(out + at, buf, length_digits)
         at += length_digits
         out[at] = 13
@@ -553,7 +572,7 @@ cdef class HitLane:
         at += _ms_text((now - received_at) * 1000, out + at)
         out[at] = 13
         out[at + 1] = 10
-        at = _put(out, at + 2, _COST_ZERO)
+        at = _put(out, at + 2, tail)
         out[at] = 13
         out[at + 1] = 10
         at = _put(out, at + 2, answer)
@@ -563,7 +582,7 @@ cdef class HitLane:
         recorder = app.recorder
         sink = recorder.sink
         if sink is not None:
-            template = self._row_template(stats, route, model, endpoint, project_name, agent,
+            template = self._row_template(stats, route, model, endpoint, streaming, project_name, agent,
                                           credential_value, recorder)
             latency_ms = (_perf_counter() - received_at) * 1000
             sink(_row(template, wall - (now - received_at), latency_ms, (now - received_at) * 1000,

@@ -1,12 +1,13 @@
-"""The cache-hit lane: answers a repeated non-streaming Messages request straight from the parsed request parts.
+"""The cache-hit lane: answers a repeated Messages request straight from the parsed request parts.
 
 Why it exists: a hit through the general path (Request object, endpoint table, cache plan, entry view, response
 helpers, analytics row) costs about 130 k instructions in CPython, four times a bare httptools server's whole
 request. This lane does the same work in one function over the header list and the body, and declines (returns
 False) whenever anything is out of the ordinary, so that the general path — the reference behaviour — handles
-it: another endpoint or method, a control header (`x-cco-cache`, `cache-control`), overrides enabled, a stream,
-a field the proxy would reject or decode specially, a credential not seen to succeed, a miss, or an entry whose
-stats are not yet settled (its first hit takes the general path). What it answers is byte for byte what the
+it: another endpoint or method, a control header (`x-cco-cache`, `cache-control`), overrides enabled, a field
+the proxy would reject or decode specially, a credential not seen to succeed, a miss, an entry whose stats are not
+yet settled (its first hit takes the general path), or a stream hit on an entry whose event-stream form the cache
+does not hold yet (the general path synthesizes it and keeps it in `ResponseCache.streams`). What it answers is byte for byte what the
 general path would answer (tests/test_fast_hit.py proves it on both twins), and it records the same row.
 
 Two entries. `serve` takes a request httptools already parsed. `serve_data` goes one step earlier: given what a
@@ -34,6 +35,8 @@ ENDPOINTS = {b"/v1/messages": "/v1/messages", b"/v1/messages?beta=true": "/v1/me
 _HEAD_200 = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
 _HIT_LINE = b"x-cco-cache: hit\r\nrequest-id: "
 _COST_ZERO = b"x-cco-cost-usd: 0.0\r\n"
+_HEAD_200_SSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: "
+_STREAM_LINES = b"x-accel-buffering: no\r\ncache-control: no-cache\r\n"  # as pipeline.serve_entry sends them
 
 # Header fields parse_head reads, by index into its values list: the lane's inputs.
 CAPTURED = {b"x-api-key": 0, b"authorization": 1, b"anthropic-version": 2, b"anthropic-beta": 3, b"x-cco-project": 4,
@@ -186,7 +189,10 @@ class HitLane:
         if raw is None or len(raw) < 3 or raw[0] != 34 or raw[-1] != 34 or b"\\" in raw:
             return False
         stream = scan.value(b"stream")
-        if stream is not None and stream != b"false" and stream != b"null":
+        streaming = stream == b"true"
+        if stream is not None and not streaming and stream != b"false" and stream != b"null":
+            return False
+        if streaming and endpoint != "/v1/messages":
             return False
         max_tokens = scan.value(b"max_tokens")
         if max_tokens is not None and not max_tokens.isdigit() and max_tokens != b"null":
@@ -225,6 +231,10 @@ class HitLane:
         stats = cache.records.get(key)
         if stats is None or stats.hit_cost is None or stats.preview is None or stats.cost is None:
             return False
+        if streaming:
+            answer = cache.streams.get(key)
+            if answer is None:
+                return False
         # Served: the same accounting as ResponseCache.get and the same response as pipeline.serve_entry.
         self.last_body = self.last_scan = None
         cache.hits += 1
@@ -238,8 +248,9 @@ class HitLane:
         if lines is None:
             lines = self.model_headers(route, model)
         transport.write(b"".join((
-            _HEAD_200, b"%d\r\n" % len(answer), lines, _HIT_LINE, request_id,
-            b"\r\nx-cco-overhead-ms: %.3f\r\n" % ((now - received_at) * 1000), _COST_ZERO, b"\r\n", answer)))
+            _HEAD_200_SSE if streaming else _HEAD_200, b"%d\r\n" % len(answer), lines, _HIT_LINE, request_id,
+            b"\r\nx-cco-overhead-ms: %.3f\r\n" % ((now - received_at) * 1000),
+            _STREAM_LINES if streaming else _COST_ZERO, b"\r\n", answer)))
         sink = app.recorder.sink
         if sink is not None:
             usage = stats.usage
@@ -247,8 +258,8 @@ class HitLane:
             latency_ms = (time.perf_counter() - received_at) * 1000
             sink((
                 time.time() - latency_ms / 1000, project_name,
-                agent.decode("utf-8", "replace") if agent else None, model, model, route.provider, endpoint, 0,
-                200, None, "hit",
+                agent.decode("utf-8", "replace") if agent else None, model, model, route.provider, endpoint,
+                int(streaming), 200, None, "hit",
                 usage.input_tokens if usage is not None else 0, usage.output_tokens if usage is not None else 0,
                 usage.cache_creation_tokens if usage is not None else 0,
                 usage.cache_creation_1h_tokens if usage is not None else 0,

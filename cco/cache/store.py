@@ -23,7 +23,7 @@ import orjson
 import xxhash
 
 from cco._fast import LRU
-from cco.cache.message import last_user_preview
+from cco.cache.message import last_user_preview, synthesize_sse
 from cco.pricing import CallCost, Usage
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ SCOPES = ("global", "project", "key")
 ENTRY_FIXED_BYTES = 240
 PREVIEW_RESERVE = 160
 MAX_VERIFIED_CREDENTIALS = 100_000
+# The share of the byte bound kept for synthesized event streams (`ResponseCache.streams`): a stream hit — every
+# hit of Claude Code, which always streams — is then a copy of bytes, not a synthesis from the stored message.
+STREAM_SHARE = 4  # one quarter
 
 
 class EntryStats:
@@ -153,7 +156,11 @@ def _no_cost(entry: CacheEntry) -> tuple[Usage | None, CallCost]:
 class ResponseCache:
     def __init__(self, max_bytes: int, ttl: float, scope: str = "global",
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.lru = LRU(max_bytes, clock=clock)
+        stream_bytes = max_bytes // STREAM_SHARE
+        self.lru = LRU(max_bytes - stream_bytes, clock=clock)
+        # The event-stream form of entries that were hit as streams, under the same keys: derived from `lru`'s
+        # entries, read only after a hit there, dropped when an entry is stored anew.
+        self.streams = LRU(stream_bytes, clock=clock)
         self.lru_clock = clock
         self.ttl = ttl
         self.scope = scope
@@ -198,7 +205,24 @@ class ResponseCache:
         self.saved_cost += stats.cost  # type: ignore[operator]
         return entry
 
+    def stream_body(self, entry: CacheEntry) -> bytes:
+        """The entry as a synthesized event stream (SPEC §4), kept for the next stream hit on it."""
+        sse = self.streams.get(entry.key)
+        if sse is None:
+            sse = synthesize_sse(entry.message())
+            self.streams.put(entry.key, sse, len(sse), self.ttl)
+        return sse
+
+    @property
+    def bytes_used(self) -> int:
+        return self.lru.bytes_used + self.streams.bytes_used
+
+    @property
+    def max_bytes(self) -> int:
+        return self.lru.max_bytes + self.streams.max_bytes
+
     def put(self, entry: CacheEntry, ttl: float | None = None) -> bool:
+        self.streams.pop(entry.key)  # a new answer under this key: its old stream form is gone with it
         stored = self.lru.put(entry.key, entry.body, entry.size, self.ttl if ttl is None else ttl)
         if stored:
             if entry.stats is not None:
@@ -245,6 +269,7 @@ class ResponseCache:
     def clear(self) -> int:
         count = len(self.lru)
         self.lru.clear()
+        self.streams.clear()
         self.records.clear()
         return count
 
@@ -276,8 +301,8 @@ class ResponseCache:
         return {
             "hits": self.hits, "misses": self.misses, "coalesced": self.coalesced, "bypassed": self.bypassed,
             "hitRate": (self.hits + self.coalesced) / lookups if lookups else 0.0,
-            "entries": len(lru), "sizeBytes": lru.bytes_used, "maxSizeBytes": lru.max_bytes,
-            "size": lru.bytes_used / (1024 * 1024), "maxSize": lru.max_bytes / (1024 * 1024),
+            "entries": len(lru), "sizeBytes": self.bytes_used, "maxSizeBytes": self.max_bytes,
+            "size": self.bytes_used / (1024 * 1024), "maxSize": self.max_bytes / (1024 * 1024),
             "evictions": lru.evictions, "expirations": lru.expirations, "savedCost": self.saved_cost,
         }
 
