@@ -47,6 +47,7 @@ ROWS = {
     "proxy-stream-1k": ("proxy", "1k-stream", True, "direct-stream-1k"),
     "hit-1k": ("proxy", "1k", False, "direct-1k"),
     "hit-100k": ("proxy", "100k", False, "direct-100k"),
+    "hit-stream-1k": ("proxy", "1k-stream", False, "direct-stream-1k"),
 }
 
 
