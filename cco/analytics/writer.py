@@ -48,6 +48,10 @@ log = logging.getLogger("cco.analytics")
 BUSY_TIMEOUT_MS = 2000
 # The WAL file is not shrunk after a checkpoint unless a limit is set (https://sqlite.org/pragma.html#pragma_journal_size_limit).
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+# WAL checkpoints are run by the writer between batches once the WAL holds this many pages (SQLite's own
+# automatic threshold). SQLite's automatic checkpoint runs inside a commit and, measured under load, stalled the
+# event loop for 20-30 ms each time (hit p99 25-30 ms; 7-10 ms with the writer checkpointing itself).
+CHECKPOINT_PAGES = 1000
 # Retry back-off after a failed batch: first delay, doubled after each failure up to the maximum.
 RETRY_FIRST = 0.25
 RETRY_MAX = 5.0
@@ -285,6 +289,7 @@ class AnalyticsWriter:
         self._warned: set[str] = set()      # failure kinds logged during the current failure episode
         self._bad_rows_warned: set[str] = set()
         self._on_flush_warned: set[str] = set()
+        self._wal_pages = 0         # pages in the WAL after the last commit (the WAL hook)
 
         # Thread lifecycle
         self._thread: threading.Thread | None = None
@@ -389,6 +394,8 @@ class AnalyticsWriter:
             self._finish()
             self._ready.set()
             return
+        self._wal_pages = 0
+        conn.set_wal_hook(self._wal_committed)  # replaces SQLite's automatic checkpoint (see CHECKPOINT_PAGES)
         self._ready.set()
         try:
             while True:
@@ -397,6 +404,8 @@ class AnalyticsWriter:
                 stopping = self._stop.is_set()
                 if not self._drain(conn):
                     break
+                if self._wal_pages >= CHECKPOINT_PAGES:
+                    self._checkpoint(conn)
                 if stopping and not self._queue:
                     break
         except BaseException:  # a bug in this module: say so loudly, never take the process down
@@ -411,6 +420,23 @@ class AnalyticsWriter:
                 pass
             conn.close()
             self._finish()
+
+    def _wal_committed(self, conn: apsw.Connection, name: str, pages: int) -> int:
+        self._wal_pages = pages
+        return apsw.SQLITE_OK
+
+    def _checkpoint(self, conn: apsw.Connection) -> None:
+        """A passive checkpoint: copies what no reader still needs from the WAL into the database, never waits."""
+        self._wal_pages = 0
+        try:
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.Error as exc:  # a busy database: the next batch tries again
+            self._wal_pages = CHECKPOINT_PAGES
+            kind = type(exc).__name__
+            if kind not in self._warned:
+                self._warned.add(kind)
+                log.warning("analytics WAL checkpoint of %s failed (%s); retrying after the next batch", self.path,
+                            _describe(exc))
 
     def _finish(self) -> None:
         with self._progress:
