@@ -533,16 +533,23 @@ def test_metrics_counters_equal_a_row_by_row_count_over_random_calls() -> None:
     assert sum(counters.overrides.values()) == sum(1 for row in rows if row[col("override_rule")] is not None)
 
 
-def test_the_writer_checkpoints_the_wal_itself_between_batches(db: Path, writers, monkeypatch) -> None:
-    """SQLite's automatic checkpoint (inside a commit) is replaced by the writer's own, run after a batch once the
-    WAL holds CHECKPOINT_PAGES pages: the database file grows while the writer runs, not only at close."""
-    monkeypatch.setattr(writer_mod, "CHECKPOINT_PAGES", 30)
+def write_2000_rows(db: Path, writers, monkeypatch, checkpoint_pages: int) -> tuple[AnalyticsWriter, int]:
+    """A running writer with the given checkpoint threshold that has committed 2,000 rows; and the database file's
+    size before them."""
+    monkeypatch.setattr(writer_mod, "CHECKPOINT_PAGES", checkpoint_pages)
     w = writers(db, flush_interval=0.02, batch_rows=200)
     w.start()
     before = db.stat().st_size
     for i in range(2000):
         w.record(make_row(request_id=f"r{i}", project=f"p{i % 7}"))
     assert w.flush()
+    return w, before
+
+
+def test_the_writer_checkpoints_the_wal_itself_between_batches(db: Path, writers, monkeypatch) -> None:
+    """SQLite's automatic checkpoint (inside a commit) is replaced by the writer's own, run after a batch once the
+    WAL holds CHECKPOINT_PAGES pages: the database file grows while the writer runs, not only at close."""
+    w, before = write_2000_rows(db, writers, monkeypatch, checkpoint_pages=30)
     deadline = time.monotonic() + 5
     while db.stat().st_size <= before and time.monotonic() < deadline:
         w.record(make_row(request_id="nudge"))
@@ -553,13 +560,7 @@ def test_the_writer_checkpoints_the_wal_itself_between_batches(db: Path, writers
 
 def test_without_the_writers_checkpoint_the_wal_only_grows(db: Path, writers, monkeypatch) -> None:
     """The control for the test above: with the threshold out of reach nothing reaches the database file."""
-    monkeypatch.setattr(writer_mod, "CHECKPOINT_PAGES", 10**9)
-    w = writers(db, flush_interval=0.02, batch_rows=200)
-    w.start()
-    before = db.stat().st_size
-    for i in range(2000):
-        w.record(make_row(request_id=f"r{i}", project=f"p{i % 7}"))
-    assert w.flush()
+    w, before = write_2000_rows(db, writers, monkeypatch, checkpoint_pages=10**9)
     time.sleep(0.2)
     assert db.stat().st_size == before
     assert Path(f"{db}-wal").stat().st_size > 100_000
