@@ -57,3 +57,16 @@ def test_stream_forms_stay_within_their_share() -> None:
         cache.stream_body(stored)
     assert cache.streams.bytes_used <= cache.streams.max_bytes
     assert cache.bytes_used <= cache.max_bytes == 200_000
+
+
+def test_an_answer_the_cache_does_not_hold_leaves_no_stream_form() -> None:
+    """A fallback's answer is served but never stored: its stream must not be kept under the requested key,
+    least of all where the cache holds another answer."""
+    cache = ResponseCache(1_000_000, 60)
+    key = b"k" * 16
+    unstored = entry(key, "fallback")
+    assert cache.stream_body(unstored) == synthesize_sse(unstored.message())
+    assert cache.streams.get(key) is None
+    cache.put(entry(key, "stored"))
+    cache.stream_body(entry(key, "fallback"))  # same key, another answer than the stored one
+    assert cache.streams.get(key) is None

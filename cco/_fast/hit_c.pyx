@@ -230,7 +230,8 @@ cdef inline bint _span_is_uint(const unsigned char* p, Member* m) noexcept:
 
 
 cdef bytes _OVERHEAD_LINE = b"\r\nx-cco-overhead-ms: "
-if (len(COLUMNS), COLUMNS[0], COLUMNS[21], COLUMNS[22], COLUMNS[26]) != (28, "ts", "latency_ms", "ttfb_ms", "request_id"):
+if ((len(COLUMNS), COLUMNS[0], COLUMNS[21], COLUMNS[22], COLUMNS[26])
+        != (28, "ts", "latency_ms", "ttfb_ms", "request_id")):
     raise ImportError("hit_c's row layout does not match cco.analytics.schema.COLUMNS")
 # row columns that vary per hit (schema.COLUMNS): ts, latency_ms, ttfb_ms, request_id
 cdef enum:
@@ -378,9 +379,9 @@ cdef class HitLane:
 
     cdef tuple _row_template(self, stats, route, str model, str endpoint, bint streaming, str project_name,
                              bytes agent, bytes credential_value, recorder):
-        """The ledger row of a hit with placeholders for its time, latencies and request id: the same for every
-        hit of one entry by one caller, so the last one is kept (a burst of identical requests is the lane's
-        case) and rebuilt when anything it depends on changed (another entry, caller, route or price)."""
+        """The ledger row of a hit, its time, latencies and request id left at zero for `_row` to fill: the same
+        for every hit of one entry by one caller, so the last one is kept (a burst of identical requests is the
+        lane's case) and rebuilt when anything it depends on changed (another entry, caller, route or price)."""
         cdef tuple memo = self.row_memo
         cost = stats.hit_cost
         if (memo is not None and memo[0] is stats and memo[1] is cost and memo[2] is route
@@ -410,40 +411,27 @@ cdef class HitLane:
         return False
 
     def serve(self, bytes method, bytes url, list headers, bytes body, double received_at, transport):
-        cdef bytes name, value
-        cdef bytes api_key = None, authorization = None, version = None, beta = None, project = None, agent = None
+        cdef bytes name
         cdef tuple header
+        cdef list values
         cdef object endpoint
+        cdef int k
         if method != b"POST":
             return False
         endpoint = ENDPOINTS.get(url)
         if endpoint is None:
             return False
+        values = [None] * H_COUNT  # as parse_head: captured fields, first value each; a declining field declines
         for header in headers:
             name = <bytes>header[0]
-            value = <bytes>header[1]
-            if name == b"x-api-key":
-                if api_key is None:
-                    api_key = value
-            elif name == b"authorization":
-                if authorization is None:
-                    authorization = value
-            elif name == b"anthropic-version":
-                if version is None:
-                    version = value
-            elif name == b"anthropic-beta":
-                if beta is None:
-                    beta = value
-            elif name == b"x-cco-project":
-                if project is None:
-                    project = value
-            elif name == b"x-cco-agent":
-                if agent is None:
-                    agent = value
-            elif name == b"x-cco-cache" or name == b"cache-control":
+            k = _field_kind(<const unsigned char*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+            if k >= 0:
+                if values[k] is None:
+                    values[k] = header[1]
+            elif k == F_DECLINE:
                 return False
-        return self._serve(endpoint, api_key, authorization, version, beta, project, agent, body, received_at,
-                           transport)
+        return self._serve(endpoint, values[H_API_KEY], values[H_AUTHORIZATION], values[H_VERSION], values[H_BETA],
+                           values[H_PROJECT], values[H_AGENT], body, received_at, transport)
 
     cdef bint _serve(self, str endpoint, bytes api_key, bytes authorization, bytes version, bytes beta,
                      bytes project, bytes agent, bytes body, double received_at, transport) except -1:

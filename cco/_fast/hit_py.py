@@ -4,11 +4,12 @@ Why it exists: a hit through the general path (Request object, endpoint table, c
 helpers, analytics row) costs about 130 k instructions in CPython, four times a bare httptools server's whole
 request. This lane does the same work in one function over the header list and the body, and declines (returns
 False) whenever anything is out of the ordinary, so that the general path — the reference behaviour — handles
-it: another endpoint or method, a control header (`x-cco-cache`, `cache-control`), overrides enabled, a field
-the proxy would reject or decode specially, a credential not seen to succeed, a miss, an entry whose stats are not
-yet settled (its first hit takes the general path), or a stream hit on an entry whose event-stream form the cache
-does not hold yet (the general path synthesizes it and keeps it in `ResponseCache.streams`). What it answers is byte for byte what the
-general path would answer (tests/test_fast_hit.py proves it on both twins), and it records the same row.
+it: another endpoint or method, a control header (`x-cco-cache`, `cache-control`) or a framing one
+(`transfer-encoding`, `expect`, `upgrade`), overrides enabled, a field the proxy would reject or decode specially, a
+credential not seen to succeed, a miss, an entry whose stats are not yet settled (its first hit takes the general
+path), or a stream hit on an entry whose event-stream form the cache does not hold yet (the general path
+synthesizes it and keeps it in `ResponseCache.streams`). What it answers is byte for byte what the general path
+would answer (tests/test_fast_hit.py proves it on both twins), and it records the same row.
 
 Two entries. `serve` takes a request httptools already parsed. `serve_data` goes one step earlier: given what a
 connection just read, at a request boundary, it reads the request heads itself (`parse_head`) and answers
@@ -147,30 +148,15 @@ class HitLane:
         endpoint = ENDPOINTS.get(url)
         if endpoint is None:
             return False
-        api_key = authorization = version = beta = project = agent = None
+        values: list = [None] * 6  # as parse_head: CAPTURED fields, first value each; a DECLINED field declines
         for name, value in headers:
-            if name == b"x-api-key":
-                if api_key is None:
-                    api_key = value
-            elif name == b"authorization":
-                if authorization is None:
-                    authorization = value
-            elif name == b"anthropic-version":
-                if version is None:
-                    version = value
-            elif name == b"anthropic-beta":
-                if beta is None:
-                    beta = value
-            elif name == b"x-cco-project":
-                if project is None:
-                    project = value
-            elif name == b"x-cco-agent":
-                if agent is None:
-                    agent = value
-            elif name == b"x-cco-cache" or name == b"cache-control":
+            index = CAPTURED.get(name)
+            if index is not None:
+                if values[index] is None:
+                    values[index] = value
+            elif name in DECLINED:
                 return False
-        return self._serve(endpoint, api_key, authorization, version, beta, project, agent, body, received_at,
-                           transport)
+        return self._serve(endpoint, *values, body, received_at, transport)
 
     def _serve(self, endpoint: str, api_key, authorization, version, beta, project, agent, body: bytes,
                received_at: float, transport) -> bool:

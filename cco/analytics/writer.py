@@ -171,8 +171,8 @@ def rollups(rows: Iterable[tuple]) -> tuple[list[tuple], list[tuple]]:
     """The `hourly` and `overrides` upsert bindings that add `rows` to the rollups (schema v2 definitions).
 
     Rows are grouped by their rollup key in one Python loop (a row with the last row's key joins its group without
-    building a key); each group's sums then run column-wise in C (`zip`,
-    `sum`, `count`), in row order, so the floats add up exactly as a row-by-row loop would. A group with both
+    building a key); each group's sums then run column-wise in C (`zip`, `sum`, `count`), in row order, so the
+    floats add up exactly as a row-by-row loop would. A group with both
     served and forwarded calls (rare: one hour, one model, hits and misses in one batch) splits its token and
     cache-savings sums row by row."""
     groups: dict[tuple, list[tuple]] = {}
@@ -394,7 +394,6 @@ class AnalyticsWriter:
             self._finish()
             self._ready.set()
             return
-        self._wal_pages = 0
         conn.set_wal_hook(self._wal_committed)  # replaces SQLite's automatic checkpoint (see CHECKPOINT_PAGES)
         self._ready.set()
         try:

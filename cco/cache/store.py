@@ -206,11 +206,13 @@ class ResponseCache:
         return entry
 
     def stream_body(self, entry: CacheEntry) -> bytes:
-        """The entry as a synthesized event stream (SPEC §4), kept for the next stream hit on it."""
+        """The entry as a synthesized event stream (SPEC §4), kept for the next stream hit on it while the cache
+        holds that very answer (not an answer that was never stored, such as a fallback's)."""
         sse = self.streams.get(entry.key)
         if sse is None:
             sse = synthesize_sse(entry.message())
-            self.streams.put(entry.key, sse, len(sse), self.ttl)
+            if self.lru.peek(entry.key) is entry.body:
+                self.streams.put(entry.key, sse, len(sse), self.ttl)
         return sse
 
     @property
