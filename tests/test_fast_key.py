@@ -68,9 +68,22 @@ GOLDEN = {
 }
 
 
-@pytest.fixture
-def key(impl):
-    return fast_module(impl, "key")
+# The compiled twin finds string ends two ways (key_c.scan_variants): each runs every test here.
+KEY_IMPLS = ["compiled:map", "compiled:skip", "pure"]
+
+
+@pytest.fixture(params=KEY_IMPLS)
+def key(request):
+    impl, _, variant = request.param.partition(":")
+    module = fast_module(impl, "key")
+    if not variant:
+        yield module
+        return
+    module.use_scan_variant(variant)
+    try:
+        yield module
+    finally:
+        module.use_scan_variant("map")
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
@@ -180,3 +193,106 @@ def test_twins_agree_on_random_documents():
                 except key_py.JsonSyntaxError:
                     outcomes.append("invalid")
             assert outcomes[0] == outcomes[1], broken
+
+
+# --- the compiled plain-body path (key_c.scan_members): string-end map and per-string skipping ---------------------
+
+
+def outcome(module, body: bytes):
+    try:
+        return module.scan_request(body).key(CONTEXT)
+    except key_py.JsonSyntaxError:
+        return "invalid"
+
+
+def compiled_outcomes(body: bytes) -> dict:
+    """Per compiled variant: the key (or "invalid") and what the plain-body path made of the body."""
+    c = fast_module("compiled", "key")
+    found = {}
+    try:
+        for variant in c.scan_variants():
+            c.use_scan_variant(variant)
+            found[variant] = (outcome(c, body), c.plain_member_count(body))
+    finally:
+        c.use_scan_variant("map")
+    return found
+
+
+ESCAPES = [b'\\"', b"\\\\", b'\\\\\\"', b"\\u0041", b"\\ud83d\\ude00", b"\\/", b"\\t",
+           # invalid ones
+           b"\\ud83d", b"\\udc00", b"\\ud83dx", b"\\u00", b"\\x", b"\x01", b'"', b"\\\\\\"]
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
+def test_escapes_at_every_offset_around_block_edges(escape):
+    """The map is built 64 bytes at a time: an escape (or a stray quote, or a control byte) is placed across every
+    block edge, in a long string and in a nested one, and every variant must judge and key the body as the pure
+    twin does."""
+    for before in range(40, 140):
+        for tail in (b"", b"zzz", b"z" * 70):
+            body = b'{"a":"' + b"y" * before + escape + tail + b'","b":[1,{"c":"' + escape + b'"}],"d":true}'
+            expected = outcome(key_py, body)
+            found = compiled_outcomes(body)
+            assert found["map"][0] == found["skip"][0] == expected, body
+            assert (found["map"][1] >= 0) == (expected != "invalid"), body
+
+
+def test_a_control_byte_or_bad_escape_anywhere_leaves_the_map_to_skipping():
+    """The map is refused for the whole body; the skipping variant then judges it (valid: whitespace between
+    tokens; invalid: a raw control byte inside a string)."""
+    pretty = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 200}]}, indent=2).encode()
+    assert b"\n" in pretty
+    found = compiled_outcomes(pretty)
+    assert found["map"] == found["skip"] and found["map"][1] == 2
+    assert found["map"][0] == outcome(key_py, pretty)
+    broken = b'{"model":"m","messages":[{"content":"' + b"x" * 100 + b'\x07"}]}'
+    assert compiled_outcomes(broken) == {"map": ("invalid", -1), "skip": ("invalid", -1)}
+
+
+def test_a_body_larger_than_the_stack_map():
+    """Past 128 KiB the map lives on the heap."""
+    body = dumps(claude_code_request(turns=1500))
+    assert len(body) > 300_000
+    found = compiled_outcomes(body)
+    assert found["map"][0] == found["skip"][0] == outcome(key_py, body) and found["map"][1] > 0
+
+
+def test_unterminated_strings_and_cut_bodies_at_every_length():
+    """Every prefix of a request is rejected by every variant (a string end past the body is no end)."""
+    body = dumps({"model": "m", "messages": [{"role": "user", "content": 'a\\"b' + "c" * 90 + '\\u00e9'}],
+                  "max_tokens": 12, "stream": False})
+    for cut in range(len(body)):
+        found = compiled_outcomes(body[:cut])
+        assert found == {"map": ("invalid", -1), "skip": ("invalid", -1)}, body[:cut]
+
+
+def test_variants_agree_with_the_pure_twin_on_random_long_strings():
+    """Random documents with strings of lengths around the 16/32/64-byte steps, escapes and control bytes, shifted
+    against the block grid, and random corruptions of them."""
+    rng = random.Random(11)
+    alphabet = ["a", "é", '"', "\\", "\n", "\t", "\x01", "😀", " ", "/", "\u2028", "\x1f", "\x7f"]
+
+    def text():
+        size = rng.choice([0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 130, 700])
+        return "".join(rng.choice(alphabet) if rng.random() < 0.2 else "b" for _ in range(size))
+
+    def value(depth=0):
+        kind = rng.randrange(7 if depth < 4 else 4)
+        if kind == 0:
+            return rng.choice([True, False, None, 0, -1.5e-3, 12345678901234567890])
+        if kind in (1, 2, 3):
+            return text()
+        if kind in (4, 5):
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {text()[:8]: value(depth + 1) for _ in range(rng.randrange(4))}
+
+    for _ in range(400):
+        doc = {f"k{rng.randrange(8)}": value() for _ in range(rng.randrange(1, 6))}
+        body = b" " * rng.randrange(64) + json.dumps(doc, ensure_ascii=rng.random() < 0.5).encode()
+        for candidate in [body] + [body[:at] + bytes([rng.choice(b'{}[]":,\\u0 \x01')]) + body[at + 1:]
+                                   for at in rng.sample(range(len(body)), 3)]:
+            expected = outcome(key_py, candidate)
+            found = compiled_outcomes(candidate)
+            assert found["map"][0] == found["skip"][0] == expected, candidate
+            if expected == "invalid":
+                assert found["map"][1] == found["skip"][1] == -1, candidate

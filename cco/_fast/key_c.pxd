@@ -10,6 +10,7 @@ cdef struct Member:
     Py_ssize_t value_start  # the value's bytes
     Py_ssize_t value_end
 
+# p is a bytes object's buffer: p[n] is its terminating NUL, which the scanner relies on (anything else is declined)
 cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcept nogil
 cdef int find_member(const unsigned char* p, Member* members, int count, const char* name, Py_ssize_t length) noexcept nogil
 cdef bytes members_key(bytes body, Member* members, int count, bytes context)

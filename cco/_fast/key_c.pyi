@@ -14,3 +14,12 @@ class RequestScan:
 
 def scan_request(body: bytes) -> RequestScan:
     """Validates `body` as a JSON object in one pass; raises JsonSyntaxError with the byte position."""
+
+def scan_variants() -> tuple[str, ...]:
+    """How the plain-body path finds string ends: "map" (default) and "skip"."""
+
+def use_scan_variant(name: str) -> None:
+    """Selects one of scan_variants() (tests and benchmarks)."""
+
+def plain_member_count(body: bytes) -> int:
+    """The plain-body path's member count for `body`, or -1 when it leaves the body to the general loop."""

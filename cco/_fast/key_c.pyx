@@ -2,18 +2,21 @@
 """Cache key of a JSON request body, compiled (twin of key_py.py; its docstring states the rules).
 
 One pass over the body bytes validates the JSON and records the byte span of each top-level value; nested
-content is only stepped over, never turned into Python objects. The scanner is plain C over a state struct
-(inlinable, no Python calls per byte); string contents — most of a Claude Code request — are skipped 16 bytes at
-a time (scan.h). The canonical form is then copied once into one buffer and hashed with xxh3-128.
+content is only stepped over, never turned into Python objects. The canonical form is then copied once into one
+buffer and hashed with xxh3-128.
 
 Plain bodies (at most MAX_MEMBERS top-level members, each name unescaped ASCII and given once: every request an
 SDK sends) are scanned into a C array of member spans (`scan_members`, also the C interface of key_c.pxd that the
-compiled hit lane keys with, building no Python object per member); any other body takes the general loop of
-`_scan_request`, which also words the errors.
+compiled hit lane keys with, building no Python object per member). Their values are stepped over by jscan.h, in
+C: a string-end map is built for the whole body first (64 bytes per step), then the grammar is walked token by
+token with each string's end found in the map; a body with a control byte or a bad escape anywhere skips each
+string's contents instead (scan.h, 16 bytes per step). Any other body takes the general loop of `_scan_request`,
+which also words the errors.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
 import xxhash
@@ -23,10 +26,21 @@ from cco._fast.key_py import JsonSyntaxError
 cdef extern from "scan.h":
     Py_ssize_t cco_skip_plain(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
 
+cdef extern from "jscan.h":
+    Py_ssize_t CCO_END_WORDS(Py_ssize_t n) noexcept nogil
+    int cco_string_ends(const unsigned char* p, Py_ssize_t n, uint64_t* ends) noexcept nogil
+    Py_ssize_t cco_map_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends) noexcept nogil
+    Py_ssize_t cco_skip_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends) noexcept nogil
+    Py_ssize_t cco_skip_string_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends) noexcept nogil
+    Py_ssize_t cco_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+
 EXCLUDED = frozenset({b"stream", b"metadata"})
 
 cdef enum:
     MAX_DEPTH = 1024
+    MAP_STACK_WORDS = 2048  # a body up to 128 KiB keeps its string-end map on the C stack
+
+cdef bint _string_map = True  # scan_members builds a string-end map (jscan.h) where the body allows it
 
 cdef enum Err:
     OK = 0
@@ -259,31 +273,52 @@ cdef Py_ssize_t scan_value(Scan* s, Py_ssize_t i) noexcept nogil:
 
 cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcept nogil:
     """The top-level members of a plain JSON object body, validated as a whole; their count, or -1 when the body
-    is not plain (invalid, not an object, an escaped, non-ASCII or repeated name, more than MAX_MEMBERS)."""
-    cdef Scan s
+    is not plain (invalid, not an object, an escaped, non-ASCII or repeated name, more than MAX_MEMBERS). p[n] must
+    be readable (a bytes object's buffer ends in a NUL; jscan.h relies on it and anything else is declined)."""
+    cdef uint64_t stack_ends[MAP_STACK_WORDS]
+    cdef uint64_t* ends = NULL
+    cdef Py_ssize_t words
+    cdef int count
+    if p[n] != 0:
+        return -1
+    if _string_map:
+        words = CCO_END_WORDS(n)
+        if words <= MAP_STACK_WORDS:
+            ends = &stack_ends[0]
+        else:
+            ends = <uint64_t*>malloc(words * sizeof(uint64_t))
+        if ends != NULL and cco_string_ends(p, n, ends) < 0:  # a control byte or a bad escape somewhere
+            if ends != &stack_ends[0]:
+                free(ends)
+            ends = NULL
+    count = _members(p, n, out, ends)
+    if ends != NULL and ends != &stack_ends[0]:
+        free(ends)
+    return count
+
+
+cdef int _members(const unsigned char* p, Py_ssize_t n, Member* out, const uint64_t* ends) noexcept nogil:
+    """scan_members' loop; values are stepped over by jscan.h (with the string-end map when ends is not NULL),
+    which accepts what scan_value accepts."""
     cdef Py_ssize_t i, name_start, name_end, start, k
     cdef int count = 0, m
-    s.p = p
-    s.n = n
-    s.err = OK
-    i = ws(&s, 0)
+    i = cco_ws(p, 0, n)
     if i >= n or p[i] != 123:
         return -1
-    i = ws(&s, i + 1)
+    i = cco_ws(p, i + 1, n)
     if i < n and p[i] == 125:
         i += 1
     else:
         while True:
             if i >= n or p[i] != 34:
                 return -1
-            s.escaped = False
             name_start = i + 1
-            i = scan_string(&s, i)
-            if i < 0 or s.escaped:
+            i = cco_skip_string_end(p, name_start, n, NULL)
+            if i < 0:
                 return -1
             name_end = i - 1
             for k in range(name_start, name_end):
-                if p[k] >= 128:
+                if p[k] >= 128 or p[k] == 92:  # non-ASCII or escaped: the general loop decodes it
                     return -1
             for m in range(count):
                 if (out[m].name_end - out[m].name_start == name_end - name_start
@@ -291,11 +326,14 @@ cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcep
                     return -1
             if count == MAX_MEMBERS:
                 return -1
-            i = ws(&s, i)
+            i = cco_ws(p, i, n)
             if i >= n or p[i] != 58:
                 return -1
-            start = ws(&s, i + 1)
-            i = scan_value(&s, start)
+            start = cco_ws(p, i + 1, n)
+            if ends != NULL:
+                i = cco_map_value_end(p, start, n, ends)
+            else:
+                i = cco_skip_value_end(p, start, n, NULL)
             if i < 0:
                 return -1
             out[count].name_start = name_start
@@ -303,17 +341,17 @@ cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcep
             out[count].value_start = start
             out[count].value_end = i
             count += 1
-            i = ws(&s, i)
+            i = cco_ws(p, i, n)
             if i >= n:
                 return -1
             if p[i] == 44:
-                i = ws(&s, i + 1)
+                i = cco_ws(p, i + 1, n)
                 continue
             if p[i] == 125:
                 i += 1
                 break
             return -1
-    if ws(&s, i) != n:
+    if cco_ws(p, i, n) != n:
         return -1
     return count
 
@@ -522,3 +560,23 @@ cdef bytes _unescape_name(bytes quoted):
     import json
 
     return json.loads(quoted).encode("utf-8", "surrogatepass")
+
+
+def scan_variants():
+    """The ways scan_members finds string ends: "map" (a string-end map per body; the default) and "skip" (each
+    string's contents skipped; always used for bodies the map does not take). For tests and benchmarks."""
+    return ("map", "skip")
+
+
+def use_scan_variant(str name):
+    global _string_map
+    if name not in scan_variants():
+        raise ValueError(f"scan variant {name!r} is not one of {scan_variants()}")
+    _string_map = name == "map"
+
+
+def plain_member_count(bytes body):
+    """scan_members' answer for a body: its member count, or -1 when it leaves the body to the general loop (for
+    tests: a plain body the fast path declines is still keyed right, only slower)."""
+    cdef Member members[MAX_MEMBERS]
+    return scan_members(<const unsigned char*>PyBytes_AS_STRING(body), len(body), members)
