@@ -296,3 +296,19 @@ def test_variants_agree_with_the_pure_twin_on_random_long_strings():
             assert found["map"][0] == found["skip"][0] == expected, candidate
             if expected == "invalid":
                 assert found["map"][1] == found["skip"][1] == -1, candidate
+
+
+@pytest.mark.parametrize("variant", ["map", "skip"])
+def test_nesting_limit_of_the_compiled_scanner(variant):
+    """At most 1,024 open containers below the top level, an empty one included (either way the same)."""
+    c = fast_module("compiled", "key")
+    c.use_scan_variant(variant)
+    try:
+        assert c.plain_member_count(b'{"a":' + b"[" * 1024 + b"]" * 1024 + b"}") == 1
+        for body in (b'{"a":' + b"[" * 1024 + b"[]" + b"]" * 1024 + b"}",
+                     b'{"a":' + b"[" * 1025 + b"]" * 1025 + b"}"):
+            assert c.plain_member_count(body) == -1
+            with pytest.raises(key_py.JsonSyntaxError, match=r"nesting too deep \(byte 1029\)"):
+                c.scan_request(body)
+    finally:
+        c.use_scan_variant("map")

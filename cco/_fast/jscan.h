@@ -1,10 +1,11 @@
-/* The value scanner of key_c.pyx's plain-body path (scan_members): validates one JSON value and returns where it
- * ends, or -1 for anything invalid, without saying why (a body it rejects goes to the general scanner in
- * key_c.pyx, which words the error). It accepts exactly what the general scanner accepts.
+/* The JSON value scanner of key_c.pyx: validates one value and returns where it ends, or -1 with the kind and byte
+ * position of the first error in a CcoError (RFC 8259; UTF-16 surrogate pairs checked; at most CCO_MAX_DEPTH open
+ * containers).
  *
  * Two variants share the grammar (jscan_variant.h) and differ in how a string's end is found: by a bit search in
  * a string-end map built for the whole body first (cco_string_ends; bodies without control bytes, so every
- * compact JSON an SDK sends), or by skipping each string's contents (scan.h; any body).
+ * compact JSON an SDK sends), or by skipping each string's contents (scan.h; any body, and the one that words
+ * errors for the general loop).
  */
 #ifndef CCO_JSCAN_H
 #define CCO_JSCAN_H
@@ -14,6 +15,34 @@
 #include "scan.h"
 
 #define CCO_MAX_DEPTH 1024
+
+enum {
+    CCO_OK = 0,
+    CCO_E_EOF,
+    CCO_E_CHAR,
+    CCO_E_UNTERMINATED,
+    CCO_E_ESCAPE,
+    CCO_E_SURROGATE,
+    CCO_E_NUMBER,
+    CCO_E_NAME,
+    CCO_E_COLON,
+    CCO_E_COMMA_OBJECT,
+    CCO_E_COMMA_ARRAY,
+    CCO_E_DEPTH,
+    CCO_E_TRAILING
+};
+
+typedef struct {
+    int err;         /* a CCO_E_* kind */
+    Py_ssize_t pos;  /* the byte it was found at */
+} CcoError;
+
+#define CCO_FAIL(e, kind, at) \
+    do { \
+        (e)->err = (kind); \
+        (e)->pos = (at); \
+        return -1; \
+    } while (0)
 
 /* The string and name steps are inlined into the value loop: no call per string; escapes stay out of line. */
 #if defined(__GNUC__)
@@ -60,11 +89,11 @@ static inline int cco_hex4(const unsigned char *p)
 }
 
 /* p[i] is a backslash inside a string; returns the index after its escape (a surrogate pair counts as one), or -1. */
-static CCO_NOINLINE Py_ssize_t cco_escape_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
+static CCO_NOINLINE Py_ssize_t cco_escape_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, CcoError *e)
 {
     int unit;
     if (i + 1 >= n) {
-        return -1;
+        CCO_FAIL(e, CCO_E_UNTERMINATED, n);
     }
     switch (p[i + 1]) {
     case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
@@ -72,22 +101,27 @@ static CCO_NOINLINE Py_ssize_t cco_escape_end(const unsigned char *p, Py_ssize_t
     case 'u':
         break;
     default:
-        return -1;
+        CCO_FAIL(e, CCO_E_ESCAPE, i + 1);
     }
-    if (i + 6 > n || (unit = cco_hex4(p + i + 2)) < 0) {
-        return -1;
+    if (i + 6 > n) {
+        CCO_FAIL(e, CCO_E_UNTERMINATED, n);
+    }
+    if ((unit = cco_hex4(p + i + 2)) < 0) {
+        CCO_FAIL(e, CCO_E_ESCAPE, i + 2);
     }
     i += 6;
     if (unit >= 0xDC00 && unit <= 0xDFFF) {
-        return -1;
+        CCO_FAIL(e, CCO_E_SURROGATE, i);
     }
     if (unit >= 0xD800 && unit <= 0xDBFF) {  /* a high surrogate must be followed by an escaped low one */
         if (i + 6 > n || p[i] != '\\' || p[i + 1] != 'u') {
-            return -1;
+            CCO_FAIL(e, CCO_E_SURROGATE, i);
         }
-        unit = cco_hex4(p + i + 2);
+        if ((unit = cco_hex4(p + i + 2)) < 0) {
+            CCO_FAIL(e, CCO_E_ESCAPE, i + 2);
+        }
         if (unit < 0xDC00 || unit > 0xDFFF) {
-            return -1;
+            CCO_FAIL(e, CCO_E_SURROGATE, i + 6);
         }
         i += 6;
     }
@@ -102,7 +136,7 @@ static inline Py_ssize_t cco_digits(const unsigned char *p, Py_ssize_t i, Py_ssi
     return i;
 }
 
-/* A number starting at p[i] (or -1: not a number, or a malformed one). */
+/* A number starting at p[i], a '-' or a digit (or -1: a malformed one). */
 static inline Py_ssize_t cco_number_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
 {
     if (p[i] == '-') {
@@ -144,21 +178,21 @@ static inline Py_ssize_t cco_number_end(const unsigned char *p, Py_ssize_t i, Py
 /* The per-string variant: each string's contents are skipped by scan.h (16 bytes per step with SSE2). It takes any
  * body, and is the one for bodies the string-end map does not take. */
 static CCO_ALWAYS_INLINE Py_ssize_t cco_skip_string_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
-                                                        const uint64_t *ends)
+                                                        const uint64_t *ends, CcoError *e)
 {
     (void)ends;
     for (;;) {
         i = cco_skip_plain(p, i, n);
         if (i >= n) {
-            return -1;
+            CCO_FAIL(e, CCO_E_UNTERMINATED, n);
         }
         if (p[i] == '"') {
             return i + 1;
         }
         if (p[i] != '\\') {
-            return -1;
+            CCO_FAIL(e, CCO_E_CHAR, i);  /* a control byte */
         }
-        i = cco_escape_end(p, i, n);
+        i = cco_escape_end(p, i, n, e);
         if (i < 0) {
             return -1;
         }
@@ -177,7 +211,7 @@ static CCO_ALWAYS_INLINE Py_ssize_t cco_skip_string_end(const unsigned char *p, 
 /* p[i - 1] is a string's opening quote: the index after its closing quote, or -1 when the body ends first. The map
  * was built for a body with no control byte and only valid escapes, so the contents need no other check. */
 static CCO_ALWAYS_INLINE Py_ssize_t cco_map_string_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
-                                                       const uint64_t *ends)
+                                                       const uint64_t *ends, CcoError *e)
 {
     Py_ssize_t w = i >> 6;
     uint64_t bits = ends[w] & (~(uint64_t)0 << (i & 63));
@@ -187,7 +221,10 @@ static CCO_ALWAYS_INLINE Py_ssize_t cco_map_string_end(const unsigned char *p, P
         }
     }
     i = (w << 6) + __builtin_ctzll(bits);
-    return i < n ? i + 1 : -1;
+    if (i >= n) {
+        CCO_FAIL(e, CCO_E_UNTERMINATED, n);
+    }
+    return i + 1;
 }
 
 #define CCO_V(name) cco_map_##name
@@ -209,6 +246,7 @@ typedef struct {
     __m128i controls;       /* lanes that saw a control byte, over the whole body */
     uint64_t carry;         /* 1: the next block's first byte is escaped by this block's last */
     Py_ssize_t checked_to;  /* escapes before this were validated with the one before them */
+    CcoError error;         /* not reported: the per-string variant words it */
 } CcoEndsState;
 
 /* One 64-byte block at q (body offset base): its word of the map, or -1 for an invalid escape. */
@@ -235,7 +273,7 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
                 if (e == 'n' || e == '"' || e == '\\' || e == 't' || e == '/' || e == 'r' || e == 'b' || e == 'f') {
                     st->checked_to = base + k + 2;
                 } else {
-                    st->checked_to = cco_escape_end(p, base + k, n);
+                    st->checked_to = cco_escape_end(p, base + k, n, &st->error);
                     if (st->checked_to < 0) {
                         return -1;
                     }

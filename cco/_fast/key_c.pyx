@@ -17,258 +17,55 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 import xxhash
 
 from cco._fast.key_py import JsonSyntaxError
 
-cdef extern from "scan.h":
-    Py_ssize_t cco_skip_plain(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
-
 cdef extern from "jscan.h":
+    ctypedef struct CcoError:
+        int err
+        Py_ssize_t pos
+    enum:
+        CCO_E_EOF
+        CCO_E_CHAR
+        CCO_E_UNTERMINATED
+        CCO_E_ESCAPE
+        CCO_E_SURROGATE
+        CCO_E_NUMBER
+        CCO_E_NAME
+        CCO_E_COLON
+        CCO_E_COMMA_OBJECT
+        CCO_E_COMMA_ARRAY
+        CCO_E_DEPTH
+        CCO_E_TRAILING
     Py_ssize_t CCO_END_WORDS(Py_ssize_t n) noexcept nogil
     int cco_string_ends(const unsigned char* p, Py_ssize_t n, uint64_t* ends) noexcept nogil
-    Py_ssize_t cco_map_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends) noexcept nogil
-    Py_ssize_t cco_skip_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends) noexcept nogil
-    Py_ssize_t cco_skip_string_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends) noexcept nogil
+    Py_ssize_t cco_map_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
+                                 CcoError* e) noexcept nogil
+    Py_ssize_t cco_skip_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
+                                  CcoError* e) noexcept nogil
+    Py_ssize_t cco_skip_string_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
+                                   CcoError* e) noexcept nogil
     Py_ssize_t cco_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
 
 EXCLUDED = frozenset({b"stream", b"metadata"})
 
 cdef enum:
-    MAX_DEPTH = 1024
     MAP_STACK_WORDS = 2048  # a body up to 128 KiB keeps its string-end map on the C stack
 
 cdef bint _string_map = True  # scan_members builds a string-end map (jscan.h) where the body allows it
 
-cdef enum Err:
-    OK = 0
-    E_EOF
-    E_CHAR
-    E_UNTERMINATED
-    E_ESCAPE
-    E_SURROGATE
-    E_NUMBER
-    E_NAME
-    E_COLON
-    E_COMMA_OBJECT
-    E_COMMA_ARRAY
-    E_DEPTH
-    E_TRAILING
-
 _MESSAGES = {
-    E_EOF: "input ends early", E_CHAR: "invalid character", E_UNTERMINATED: "unterminated string",
-    E_ESCAPE: "invalid escaped character", E_SURROGATE: "invalid utf-16 surrogate pair",
-    E_NUMBER: "invalid number", E_NAME: "expected a member name", E_COLON: "expected ':'",
-    E_COMMA_OBJECT: "expected ',' or '}'", E_COMMA_ARRAY: "expected ',' or ']'", E_DEPTH: "nesting too deep",
-    E_TRAILING: "trailing characters",
+    CCO_E_EOF: "input ends early", CCO_E_CHAR: "invalid character", CCO_E_UNTERMINATED: "unterminated string",
+    CCO_E_ESCAPE: "invalid escaped character", CCO_E_SURROGATE: "invalid utf-16 surrogate pair",
+    CCO_E_NUMBER: "invalid number", CCO_E_NAME: "expected a member name", CCO_E_COLON: "expected ':'",
+    CCO_E_COMMA_OBJECT: "expected ',' or '}'", CCO_E_COMMA_ARRAY: "expected ',' or ']'",
+    CCO_E_DEPTH: "nesting too deep", CCO_E_TRAILING: "trailing characters",
 }
 
-cdef struct Scan:
-    const unsigned char* p
-    Py_ssize_t n
-    Py_ssize_t err_pos
-    int err
-    bint escaped
-    unsigned char stack[MAX_DEPTH]
-
 _xxh3_128_digest = xxhash.xxh3_128_digest
-
-
-cdef inline Py_ssize_t fail(Scan* s, int err, Py_ssize_t pos) noexcept nogil:
-    s.err = err
-    s.err_pos = pos
-    return -1
-
-
-cdef inline Py_ssize_t ws(Scan* s, Py_ssize_t i) noexcept nogil:
-    cdef const unsigned char* p = s.p
-    cdef Py_ssize_t n = s.n
-    # one comparison for the common case (no whitespace: SDKs send compact JSON)
-    while i < n and p[i] <= 32 and (p[i] == 32 or p[i] == 10 or p[i] == 13 or p[i] == 9):
-        i += 1
-    return i
-
-
-cdef inline int hex4(const unsigned char* p) noexcept nogil:
-    cdef int value = 0, k, d
-    cdef unsigned char c
-    for k in range(4):
-        c = p[k]
-        if 48 <= c <= 57:
-            d = c - 48
-        elif 97 <= c <= 102:
-            d = c - 87
-        elif 65 <= c <= 70:
-            d = c - 55
-        else:
-            return -1
-        value = (value << 4) | d
-    return value
-
-
-cdef inline Py_ssize_t scan_string(Scan* s, Py_ssize_t i) noexcept nogil:
-    """p[i] is '"'; returns the index after the closing quote, or -1."""
-    cdef const unsigned char* p = s.p
-    cdef Py_ssize_t n = s.n
-    cdef unsigned char c
-    cdef int unit
-    i += 1
-    while True:
-        i = cco_skip_plain(p, i, n)
-        if i >= n:
-            return fail(s, E_UNTERMINATED, n)
-        c = p[i]
-        if c == 34:
-            return i + 1
-        if c < 32:
-            return fail(s, E_CHAR, i)
-        s.escaped = True
-        if i + 1 >= n:
-            return fail(s, E_UNTERMINATED, n)
-        c = p[i + 1]
-        if c == 34 or c == 92 or c == 47 or c == 98 or c == 102 or c == 110 or c == 114 or c == 116:
-            i += 2
-            continue
-        if c != 117:
-            return fail(s, E_ESCAPE, i + 1)
-        if i + 6 > n:
-            return fail(s, E_UNTERMINATED, n)
-        unit = hex4(p + i + 2)
-        if unit < 0:
-            return fail(s, E_ESCAPE, i + 2)
-        i += 6
-        if 0xDC00 <= unit <= 0xDFFF:
-            return fail(s, E_SURROGATE, i)
-        if 0xD800 <= unit <= 0xDBFF:  # a high surrogate must be followed by an escaped low surrogate
-            if i + 6 > n or p[i] != 92 or p[i + 1] != 117:
-                return fail(s, E_SURROGATE, i)
-            unit = hex4(p + i + 2)
-            if unit < 0:
-                return fail(s, E_ESCAPE, i + 2)
-            if not (0xDC00 <= unit <= 0xDFFF):
-                return fail(s, E_SURROGATE, i + 6)
-            i += 6
-
-
-cdef inline Py_ssize_t digits(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
-    while i < n and 48 <= p[i] <= 57:
-        i += 1
-    return i
-
-
-cdef inline Py_ssize_t scan_number(Scan* s, Py_ssize_t i) noexcept nogil:
-    cdef const unsigned char* p = s.p
-    cdef Py_ssize_t n = s.n
-    cdef Py_ssize_t start = i
-    if p[i] == 45:  # '-'
-        i += 1
-    if i >= n or not (48 <= p[i] <= 57):
-        return fail(s, E_NUMBER, start)
-    if p[i] == 48:
-        i += 1
-        if i < n and 48 <= p[i] <= 57:
-            return fail(s, E_NUMBER, start)
-    else:
-        i = digits(p, i, n)
-    if i < n and p[i] == 46:  # '.'
-        if i + 1 >= n or not (48 <= p[i + 1] <= 57):
-            return fail(s, E_NUMBER, start)
-        i = digits(p, i + 1, n)
-    if i < n and (p[i] == 101 or p[i] == 69):  # 'e' 'E'
-        i += 1
-        if i < n and (p[i] == 43 or p[i] == 45):
-            i += 1
-        if i >= n or not (48 <= p[i] <= 57):
-            return fail(s, E_NUMBER, start)
-        i = digits(p, i, n)
-    return i
-
-
-cdef inline Py_ssize_t scan_literal(Scan* s, Py_ssize_t i, const char* word, Py_ssize_t length) noexcept nogil:
-    cdef Py_ssize_t k
-    if i + length > s.n:
-        return fail(s, E_CHAR, i)
-    for k in range(length):
-        if s.p[i + k] != <unsigned char>word[k]:
-            return fail(s, E_CHAR, i)
-    return i + length
-
-
-cdef inline Py_ssize_t member_name(Scan* s, Py_ssize_t i) noexcept nogil:
-    """At a member name of a nested object: the name, ':' and whitespace; returns where its value starts."""
-    if i >= s.n or s.p[i] != 34:
-        return fail(s, E_NAME, i)
-    i = scan_string(s, i)
-    if i < 0:
-        return -1
-    i = ws(s, i)
-    if i >= s.n or s.p[i] != 58:
-        return fail(s, E_COLON, i)
-    return ws(s, i + 1)
-
-
-cdef Py_ssize_t scan_value(Scan* s, Py_ssize_t i) noexcept nogil:
-    """Steps over one JSON value starting at p[i]; returns the index after it, or -1. Iterative (no recursion)."""
-    cdef const unsigned char* p = s.p
-    cdef Py_ssize_t n = s.n
-    cdef int depth = 0
-    cdef unsigned char c, close
-    while True:
-        if i >= n:
-            return fail(s, E_EOF, n)
-        c = p[i]
-        if c == 34:
-            i = scan_string(s, i)
-        elif c == 123 or c == 91:  # '{' '['
-            if depth >= MAX_DEPTH:
-                return fail(s, E_DEPTH, i)
-            close = 125 if c == 123 else 93
-            i = ws(s, i + 1)
-            if i < n and p[i] == close:
-                i += 1
-            else:
-                s.stack[depth] = close
-                depth += 1
-                if c == 123:
-                    i = member_name(s, i)
-                    if i < 0:
-                        return -1
-                continue
-        elif c == 116:
-            i = scan_literal(s, i, b"true", 4)
-        elif c == 102:
-            i = scan_literal(s, i, b"false", 5)
-        elif c == 110:
-            i = scan_literal(s, i, b"null", 4)
-        elif c == 45 or 48 <= c <= 57:
-            i = scan_number(s, i)
-        else:
-            return fail(s, E_CHAR, i)
-        if i < 0:
-            return -1
-        # after a value: close containers, or step to the next element
-        while depth > 0:
-            i = ws(s, i)
-            if i >= n:
-                return fail(s, E_EOF, n)
-            close = s.stack[depth - 1]
-            c = p[i]
-            if c == close:
-                depth -= 1
-                i += 1
-                continue
-            if c != 44:  # ','
-                return fail(s, E_COMMA_OBJECT if close == 125 else E_COMMA_ARRAY, i)
-            i = ws(s, i + 1)
-            if close == 125:
-                i = member_name(s, i)
-                if i < 0:
-                    return -1
-            break
-        if depth == 0:
-            return i
 
 
 cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcept nogil:
@@ -298,10 +95,10 @@ cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcep
 
 
 cdef int _members(const unsigned char* p, Py_ssize_t n, Member* out, const uint64_t* ends) noexcept nogil:
-    """scan_members' loop; values are stepped over by jscan.h (with the string-end map when ends is not NULL),
-    which accepts what scan_value accepts."""
+    """scan_members' loop; values are stepped over by jscan.h, with the string-end map when ends is not NULL."""
     cdef Py_ssize_t i, name_start, name_end, start, k
     cdef int count = 0, m
+    cdef CcoError e
     i = cco_ws(p, 0, n)
     if i >= n or p[i] != 123:
         return -1
@@ -313,7 +110,7 @@ cdef int _members(const unsigned char* p, Py_ssize_t n, Member* out, const uint6
             if i >= n or p[i] != 34:
                 return -1
             name_start = i + 1
-            i = cco_skip_string_end(p, name_start, n, NULL)
+            i = cco_skip_string_end(p, name_start, n, NULL, &e)
             if i < 0:
                 return -1
             name_end = i - 1
@@ -331,9 +128,9 @@ cdef int _members(const unsigned char* p, Py_ssize_t n, Member* out, const uint6
                 return -1
             start = cco_ws(p, i + 1, n)
             if ends != NULL:
-                i = cco_map_value_end(p, start, n, ends)
+                i = cco_map_value_end(p, start, n, ends, &e)
             else:
-                i = cco_skip_value_end(p, start, n, NULL)
+                i = cco_skip_value_end(p, start, n, NULL, &e)
             if i < 0:
                 return -1
             out[count].name_start = name_start
@@ -490,33 +287,31 @@ def scan_request(bytes body):
 
 cdef _scan_request(bytes body):
     """Any body: escaped and non-ASCII names, repeated names (the last value counts), any number of members; and the
-    wording of every error."""
-    cdef Scan s
+    wording of every error (jscan.h's per-string variant reports the kind and byte of the first one)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
+    cdef Py_ssize_t n = len(body)
     cdef Py_ssize_t i, name_start, name_end, start
+    cdef CcoError e
     cdef dict spans = {}
     cdef bytes name
-    s.p = <const unsigned char*>PyBytes_AS_STRING(body)
-    s.n = len(body)
-    s.err = OK
-    i = ws(&s, 0)
-    if i >= s.n:
-        _raise(E_EOF, s.n)
-    if s.p[i] != 123:
+    i = cco_ws(p, 0, n)
+    if i >= n:
+        _raise(CCO_E_EOF, n)
+    if p[i] != 123:
         raise JsonSyntaxError("expected a JSON object: the body is not one", i)
-    i = ws(&s, i + 1)
-    if i < s.n and s.p[i] == 125:
+    i = cco_ws(p, i + 1, n)
+    if i < n and p[i] == 125:
         i += 1
     else:
         while True:
-            if i >= s.n or s.p[i] != 34:
-                _raise(E_NAME, i)
-            s.escaped = False
+            if i >= n or p[i] != 34:
+                _raise(CCO_E_NAME, i)
             name_start = i + 1
-            i = scan_string(&s, i)
+            i = cco_skip_string_end(p, name_start, n, NULL, &e)
             if i < 0:
-                _raise(s.err, s.err_pos)
+                _raise(e.err, e.pos)
             name_end = i - 1
-            if s.escaped:
+            if memchr(p + name_start, 92, name_end - name_start) != NULL:
                 name = _unescape_name(body[name_start - 1:name_end + 1])
             else:
                 name = body[name_start:name_end]
@@ -524,28 +319,28 @@ cdef _scan_request(bytes body):
                     name.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise JsonSyntaxError(f"JSON is malformed: a member name is not UTF-8 ({exc.reason})", -1)
-            i = ws(&s, i)
-            if i >= s.n or s.p[i] != 58:
-                _raise(E_COLON, i)
-            start = ws(&s, i + 1)
-            i = scan_value(&s, start)
+            i = cco_ws(p, i, n)
+            if i >= n or p[i] != 58:
+                _raise(CCO_E_COLON, i)
+            start = cco_ws(p, i + 1, n)
+            i = cco_skip_value_end(p, start, n, NULL, &e)
             if i < 0:
-                _raise(s.err, s.err_pos)
+                _raise(e.err, e.pos)
             spans.pop(name, None)  # a name given twice counts once, with its last value
             spans[name] = (start, i)
-            i = ws(&s, i)
-            if i >= s.n:
-                _raise(E_EOF, s.n)
-            if s.p[i] == 44:
-                i = ws(&s, i + 1)
+            i = cco_ws(p, i, n)
+            if i >= n:
+                _raise(CCO_E_EOF, n)
+            if p[i] == 44:
+                i = cco_ws(p, i + 1, n)
                 continue
-            if s.p[i] == 125:
+            if p[i] == 125:
                 i += 1
                 break
-            _raise(E_COMMA_OBJECT, i)
-    i = ws(&s, i)
-    if i != s.n:
-        _raise(E_TRAILING, i)
+            _raise(CCO_E_COMMA_OBJECT, i)
+    i = cco_ws(p, i, n)
+    if i != n:
+        _raise(CCO_E_TRAILING, i)
     cdef RequestScan scan = RequestScan.__new__(RequestScan)
     scan.body = body
     scan._spans = spans
