@@ -243,13 +243,12 @@ static CCO_ALWAYS_INLINE uint64_t cco_eq64(__m128i v0, __m128i v1, __m128i v2, _
 }
 
 typedef struct {
-    __m128i controls;       /* lanes that saw a control byte, over the whole body */
     uint64_t carry;         /* 1: the next block's first byte is escaped by this block's last */
     Py_ssize_t checked_to;  /* escapes before this were validated with the one before them */
     CcoError error;         /* not reported: the per-string variant words it */
 } CcoEndsState;
 
-/* One 64-byte block at q (body offset base): its word of the map, or -1 for an invalid escape. */
+/* One 64-byte block at q (body offset base): its word of the map, or -1 for a control byte or an invalid escape. */
 static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsigned char *p, Py_ssize_t n,
                                             Py_ssize_t base, uint64_t *ends, CcoEndsState *st)
 {
@@ -257,9 +256,12 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
     __m128i v0 = _mm_loadu_si128((const __m128i *)q), v1 = _mm_loadu_si128((const __m128i *)(q + 16));
     __m128i v2 = _mm_loadu_si128((const __m128i *)(q + 32)), v3 = _mm_loadu_si128((const __m128i *)(q + 48));
     uint64_t escaped = st->carry, backslashes;
-    /* unsigned v <= 0x1F  <=>  max(v, 0x1F) == 0x1F: judged once, at the end */
-    st->controls = _mm_or_si128(st->controls, _mm_cmpeq_epi8(
-        _mm_max_epu8(_mm_min_epu8(_mm_min_epu8(v0, v1), _mm_min_epu8(v2, v3)), control_max), control_max));
+    /* unsigned v <= 0x1F  <=>  max(v, 0x1F) == 0x1F; a control byte refuses the map at once (pretty-printed JSON
+     * has one within its first bytes) */
+    if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(_mm_min_epu8(_mm_min_epu8(v0, v1), _mm_min_epu8(v2, v3)),
+                                                      control_max), control_max))) {
+        return -1;
+    }
     st->carry = 0;
     if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, backslash), _mm_cmpeq_epi8(v1, backslash)),
                                        _mm_or_si128(_mm_cmpeq_epi8(v2, backslash), _mm_cmpeq_epi8(v3, backslash))))) {
@@ -304,7 +306,6 @@ static int cco_string_ends(const unsigned char *p, Py_ssize_t n, uint64_t *ends)
     CcoEndsState st;
     unsigned char tail[64];
     Py_ssize_t base;
-    st.controls = _mm_setzero_si128();
     st.carry = 0;
     st.checked_to = 0;
     for (base = 0; base + 64 <= n; base += 64) {
@@ -320,7 +321,7 @@ static int cco_string_ends(const unsigned char *p, Py_ssize_t n, uint64_t *ends)
         }
     }
     ends[(n + 63) >> 6] = 1;
-    return _mm_movemask_epi8(st.controls) ? -1 : 0;
+    return 0;
 #else
     (void)p; (void)n; (void)ends;
     return -1;
