@@ -44,7 +44,7 @@ typedef struct {
         return -1; \
     } while (0)
 
-/* The string and name steps are inlined into the value loop: no call per string; escapes stay out of line. */
+/* The string and name steps are inlined into the value loop: no call per string; \u escapes stay out of line. */
 #if defined(__GNUC__)
 #define CCO_ALWAYS_INLINE inline __attribute__((always_inline))
 #define CCO_NOINLINE __attribute__((noinline))
@@ -88,21 +88,11 @@ static inline int cco_hex4(const unsigned char *p)
     return value;
 }
 
-/* p[i] is a backslash inside a string; returns the index after its escape (a surrogate pair counts as one), or -1. */
-static CCO_NOINLINE Py_ssize_t cco_escape_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, CcoError *e)
+/* p[i .. i + 1] is "\u": returns the index after its escape (a surrogate pair counts as one), or -1. */
+static CCO_NOINLINE Py_ssize_t cco_unicode_escape_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
+                                                      CcoError *e)
 {
     int unit;
-    if (i + 1 >= n) {
-        CCO_FAIL(e, CCO_E_UNTERMINATED, n);
-    }
-    switch (p[i + 1]) {
-    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-        return i + 2;
-    case 'u':
-        break;
-    default:
-        CCO_FAIL(e, CCO_E_ESCAPE, i + 1);
-    }
     if (i + 6 > n) {
         CCO_FAIL(e, CCO_E_UNTERMINATED, n);
     }
@@ -126,6 +116,24 @@ static CCO_NOINLINE Py_ssize_t cco_escape_end(const unsigned char *p, Py_ssize_t
         i += 6;
     }
     return i;
+}
+
+/* p[i] is a backslash inside a string; returns the index after its escape, or -1. The two-byte escapes are
+ * settled here, inline; \u escapes out of line (they are rare). */
+static CCO_ALWAYS_INLINE Py_ssize_t cco_escape_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, CcoError *e)
+{
+    unsigned char c;
+    if (i + 1 >= n) {
+        CCO_FAIL(e, CCO_E_UNTERMINATED, n);
+    }
+    c = p[i + 1];  /* compared in order of frequency: a switch would become an indirect jump */
+    if (c == 'n' || c == '"' || c == '\\' || c == 't' || c == '/' || c == 'r' || c == 'b' || c == 'f') {
+        return i + 2;
+    }
+    if (c == 'u') {
+        return cco_unicode_escape_end(p, i, n, e);
+    }
+    CCO_FAIL(e, CCO_E_ESCAPE, i + 1);
 }
 
 static inline Py_ssize_t cco_digits(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
@@ -269,16 +277,9 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
         while (backslashes) {
             int k = __builtin_ctzll(backslashes);
             if (base + k >= st->checked_to) {
-                /* one of \" \\ \/ \b \f \n \r \t ends two bytes on (p[n] is readable: jscan_variant.h); \u... is
-                 * validated out of line */
-                unsigned char e = p[base + k + 1];
-                if (e == 'n' || e == '"' || e == '\\' || e == 't' || e == '/' || e == 'r' || e == 'b' || e == 'f') {
-                    st->checked_to = base + k + 2;
-                } else {
-                    st->checked_to = cco_escape_end(p, base + k, n, &st->error);
-                    if (st->checked_to < 0) {
-                        return -1;
-                    }
+                st->checked_to = cco_escape_end(p, base + k, n, &st->error);
+                if (st->checked_to < 0) {
+                    return -1;
                 }
             }
             if (k == 63) {
