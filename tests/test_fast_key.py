@@ -218,6 +218,26 @@ def compiled_outcomes(body: bytes) -> dict:
     return found
 
 
+def test_canonical_pieces_around_the_hash_buffer_and_view_sizes():
+    """The compiled key hashes the canonical form in pieces: small ones gathered in an 8 KiB buffer, values of
+    4 KiB or more where they lie in the body. Every way a piece can fall (just under, at and over either size;
+    many small members that overflow the buffer; a long context) gives the pure twin's key, on both the general
+    path (RequestScan.key) and the hit lane's (plain_key)."""
+    c = fast_module("compiled", "key")
+    bodies = []
+    for size in (0, 1, 4085, 4086, 4087, 4088, 4095, 4096, 4097, 8170, 8179, 8180, 8181, 8192, 12_000, 70_000):
+        bodies.append(dumps({"model": "m", "messages": "x" * size, "max_tokens": 1}))
+        bodies.append(dumps({"a" * 7: "y" * size, "z": "x" * (size // 2), "model": "m"}))
+    for count in (50, 63):  # the buffer fills with small members and is flushed midway
+        bodies.append(dumps({f"field{i:02d}": "v" * (150 + i) for i in range(count)}))
+        bodies.append(dumps({**{f"field{i:02d}": "v" * (150 + i) for i in range(count - 1)}, "big": "w" * 5000}))
+    for body in bodies:
+        for context in (CONTEXT, b"c" * 8187, b"c" * 9000):
+            expected = key_py.scan_request(body).key(context)
+            assert c.scan_request(body).key(context) == expected
+            assert c.plain_key(body, context) == expected
+
+
 ESCAPES = [b'\\"', b"\\\\", b'\\\\\\"', b"\\u0041", b"\\ud83d\\ude00", b"\\/", b"\\t",
            # invalid ones
            b"\\ud83d", b"\\udc00", b"\\ud83dx", b"\\u00", b"\\x", b"\x01", b'"', b"\\\\\\"]

@@ -23,3 +23,6 @@ def use_scan_variant(name: str) -> None:
 
 def plain_member_count(body: bytes) -> int:
     """The plain-body path's member count for `body`, or -1 when it leaves the body to the general loop."""
+
+def plain_key(body: bytes, context: bytes) -> bytes | None:
+    """The key as the compiled hit lane computes it, or None when the body is not plain."""

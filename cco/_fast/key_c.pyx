@@ -14,7 +14,10 @@ string's contents instead (scan.h, 16 bytes per step). Any other body takes the 
 which also words the errors.
 """
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.buffer cimport PyBUF_READ
+from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy
@@ -66,6 +69,65 @@ _MESSAGES = {
 }
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
+_xxh3_128 = xxhash.xxh3_128
+
+cdef enum:
+    CANONICAL_BUFFER = 8192  # the canonical form's small pieces are gathered here before they are hashed
+    CANONICAL_VIEW = 4096    # a value this long or longer is hashed where it lies in the body, never copied
+
+
+cdef struct Canonical:
+    # The canonical form as it is hashed: one xxh3-128 over the concatenation, fed in pieces (xxh3's streaming
+    # digest equals the one-shot digest), so a 100 KB value is read once, by the hash, instead of copied first.
+    char buffer[CANONICAL_BUFFER]
+    Py_ssize_t used
+    PyObject* hasher  # an xxhash.xxh3_128 once something was flushed (a new reference), else NULL
+
+
+cdef inline void _canonical_start(Canonical* c, bytes context):
+    c.used = 0
+    c.hasher = NULL
+    _canonical_piece(c, <const char*>context, len(context))
+
+
+cdef int _canonical_flush(Canonical* c, const char* src, Py_ssize_t size) except -1:
+    """Hashes src[0:size] where it lies (the caller keeps its owner alive)."""
+    if c.hasher == NULL:
+        hasher = _xxh3_128()
+        Py_INCREF(hasher)
+        c.hasher = <PyObject*>hasher
+    (<object>c.hasher).update(PyMemoryView_FromMemory(<char*>src, size, PyBUF_READ))
+    return 0
+
+
+cdef int _canonical_piece(Canonical* c, const char* src, Py_ssize_t size) except -1:
+    """Appends one length-prefixed piece (uint32, little-endian on the machines we build for, as key_py's '<I')."""
+    cdef uint32_t length = <uint32_t>size
+    if c.used + 4 + size > CANONICAL_BUFFER:
+        _canonical_flush(c, c.buffer, c.used)
+        c.used = 0
+    memcpy(c.buffer + c.used, &length, 4)
+    c.used += 4
+    if size >= CANONICAL_VIEW:
+        _canonical_flush(c, c.buffer, c.used)
+        c.used = 0
+        _canonical_flush(c, src, size)
+    else:
+        memcpy(c.buffer + c.used, src, size)
+        c.used += size
+    return 0
+
+
+cdef bytes _canonical_digest(Canonical* c):
+    cdef object hasher
+    if c.hasher == NULL:
+        return _xxh3_128_digest(PyMemoryView_FromMemory(c.buffer, c.used, PyBUF_READ))
+    hasher = <object>c.hasher
+    Py_DECREF(hasher)
+    c.hasher = NULL
+    if c.used:
+        hasher.update(PyMemoryView_FromMemory(c.buffer, c.used, PyBUF_READ))
+    return hasher.digest()
 
 
 cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcept nogil:
@@ -181,40 +243,24 @@ cdef inline bint excluded(const unsigned char* p, Member* m) noexcept nogil:
 
 cdef bytes members_key(bytes body, Member* members, int count, bytes context):
     """The same key as RequestScan.key, from scan_members' spans."""
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
+    cdef const char* p = PyBytes_AS_STRING(body)
     cdef int order[MAX_MEMBERS]
     cdef int i, j, m
-    cdef Py_ssize_t total = 4 + len(context), size
-    cdef uint32_t length
+    cdef Canonical canon
     for i in range(count):  # insertion sort by name: a request has a handful of members
         j = i
-        while j > 0 and name_order(p, &members[i], &members[order[j - 1]]) < 0:
+        while j > 0 and name_order(<const unsigned char*>p, &members[i], &members[order[j - 1]]) < 0:
             order[j] = order[j - 1]
             j -= 1
         order[j] = i
-        if not excluded(p, &members[i]):
-            total += 8 + (members[i].name_end - members[i].name_start) + (members[i].value_end - members[i].value_start)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
-    cdef char* dst = PyBytes_AS_STRING(out)
-    length = <uint32_t>len(context)
-    memcpy(dst, &length, 4)
-    memcpy(dst + 4, <const char*>context, len(context))
-    dst += 4 + len(context)
+    _canonical_start(&canon, context)
     for i in range(count):
         m = order[i]
-        if excluded(p, &members[m]):
+        if excluded(<const unsigned char*>p, &members[m]):
             continue
-        size = members[m].name_end - members[m].name_start
-        length = <uint32_t>size
-        memcpy(dst, &length, 4)
-        memcpy(dst + 4, p + members[m].name_start, size)
-        dst += 4 + size
-        size = members[m].value_end - members[m].value_start
-        length = <uint32_t>size
-        memcpy(dst, &length, 4)
-        memcpy(dst + 4, p + members[m].value_start, size)
-        dst += 4 + size
-    return _xxh3_128_digest(out)
+        _canonical_piece(&canon, p + members[m].name_start, members[m].name_end - members[m].name_start)
+        _canonical_piece(&canon, p + members[m].value_start, members[m].value_end - members[m].value_start)
+    return _canonical_digest(&canon)
 
 
 cdef object members_scan(bytes body, Member* members, int count):
@@ -245,36 +291,18 @@ cdef class RequestScan:
 
     def key(self, bytes context):
         cdef list names = sorted(self._spans)
-        cdef Py_ssize_t total = 4 + len(context)
-        cdef Py_ssize_t start, end, size
+        cdef Py_ssize_t start, end
         cdef bytes name
-        cdef uint32_t length
-        for name in names:
-            if name in EXCLUDED:
-                continue
-            start, end = self._spans[name]
-            total += 8 + len(name) + (end - start)
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
-        cdef char* dst = PyBytes_AS_STRING(out)
         cdef const char* src = self.body
-        length = <uint32_t>len(context)
-        memcpy(dst, &length, 4)
-        memcpy(dst + 4, <const char*>context, len(context))
-        dst += 4 + len(context)
+        cdef Canonical canon
+        _canonical_start(&canon, context)
         for name in names:
             if name in EXCLUDED:
                 continue
             start, end = self._spans[name]
-            size = end - start
-            length = <uint32_t>len(name)
-            memcpy(dst, &length, 4)
-            memcpy(dst + 4, <const char*>name, len(name))
-            dst += 4 + len(name)
-            length = <uint32_t>size
-            memcpy(dst, &length, 4)
-            memcpy(dst + 4, src + start, size)
-            dst += 4 + size
-        return _xxh3_128_digest(out)
+            _canonical_piece(&canon, <const char*>name, len(name))
+            _canonical_piece(&canon, src + start, end - start)
+        return _canonical_digest(&canon)
 
 
 def scan_request(bytes body):
@@ -375,3 +403,13 @@ def plain_member_count(bytes body):
     tests: a plain body the fast path declines is still keyed right, only slower)."""
     cdef Member members[MAX_MEMBERS]
     return scan_members(<const unsigned char*>PyBytes_AS_STRING(body), len(body), members)
+
+
+def plain_key(bytes body, bytes context):
+    """The key as the compiled hit lane computes it (scan_members, then members_key: no Python object per
+    member), or None when scan_members leaves the body to the general loop. For tests and the benchmark."""
+    cdef Member members[MAX_MEMBERS]
+    cdef int count = scan_members(<const unsigned char*>PyBytes_AS_STRING(body), len(body), members)
+    if count < 0:
+        return None
+    return members_key(body, members, count, context)
