@@ -257,6 +257,64 @@ def test_escapes_at_every_offset_around_block_edges(escape):
             assert (found["map"][1] >= 0) == (expected != "invalid"), body
 
 
+# UTF-8 sequences: every length and the edges of each range RFC 3629 allows; then each way of not being UTF-8
+UTF8_VALID = ["é".encode(), "—".encode(), "😀".encode(), b"\xc2\x80", b"\xdf\xbf", b"\xe0\xa0\x80",
+              b"\xed\x9f\xbf", b"\xee\x80\x80", b"\xef\xbf\xbf", b"\xf0\x90\x80\x80", b"\xf4\x8f\xbf\xbf"]
+UTF8_INVALID = [b"\x80", b"\xbf", b"\xc0\x80", b"\xc1\xbf", b"\xe0\x80\x80", b"\xe0\x9f\xbf", b"\xed\xa0\x80",
+                b"\xed\xbf\xbf", b"\xf0\x80\x80\x80", b"\xf0\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80",
+                b"\xff", b"\xfe", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98", b"\xe2\x82A", b"\xc3\xa9\xa9"]
+
+
+def utf8_error(module, body: bytes):
+    try:
+        module.scan_request(body)
+    except key_py.JsonSyntaxError as exc:
+        return exc.message, exc.position
+    return None
+
+
+@pytest.mark.parametrize("sequence", UTF8_VALID + UTF8_INVALID)
+def test_utf8_is_checked_everywhere_and_across_block_edges(sequence):
+    """JSON text is UTF-8 (RFC 8259 §8.1): a body that is not is a 400, wherever the bad sequence is (a nested
+    string, a long one, the last bytes of the body). The string-end map checks it 64 bytes at a time, so each
+    sequence is placed across every block edge; every variant must judge it like the pure twin and name the same
+    byte."""
+    valid = sequence in UTF8_VALID
+    c = fast_module("compiled", "key")
+    for before in range(50, 135):
+        for body in (b'{"a":"' + b"y" * before + sequence + b'","b":[1,{"c":"' + sequence + b'"}],"d":true}',
+                     b'{"a":[{"b":"' + b"y" * before + b'"},"' + sequence + b'"]}',
+                     b'{"model":"m","a":"' + b"y" * before + sequence):  # cut short inside the string
+            expected = utf8_error(key_py, body)
+            try:
+                for variant in c.scan_variants():
+                    c.use_scan_variant(variant)
+                    found = utf8_error(c, body)
+                    if body.endswith(b"}"):
+                        assert found == expected, (variant, body)
+                    else:  # cut short: both reject it, each in its own words for a body that ends early
+                        assert found is not None and expected is not None, (variant, body)
+                    assert (c.plain_member_count(body) >= 0) == (expected is None), (variant, body)
+            finally:
+                c.use_scan_variant("map")
+            if body.endswith(b"}"):
+                assert (expected is None) == valid, body
+                if not valid:
+                    with pytest.raises(UnicodeDecodeError) as bad:
+                        sequence.decode("utf-8")
+                    at = body.index(sequence) + bad.value.start
+                    assert expected == (f"JSON is malformed: invalid UTF-8 (byte {at})", at), body
+
+
+def test_valid_utf8_keeps_the_string_end_map():
+    """Non-ASCII text is common in requests; it is checked inside the map's pass, not by refusing the map."""
+    body = dumps({"model": "m", "messages": [{"role": "user", "content": "naïve café — 😀 " * 40}]})
+    c = fast_module("compiled", "key")
+    assert c.string_map_accepts(body) and c.plain_member_count(body) == 2
+    assert c.scan_request(body).key(CONTEXT) == key_py.scan_request(body).key(CONTEXT)
+    assert not c.string_map_accepts(body.replace("😀".encode(), b"\xf0\x9f\x98", 1))  # cut short: refused
+
+
 def test_a_control_byte_or_bad_escape_anywhere_leaves_the_map_to_skipping():
     """The map is refused for the whole body; the skipping variant then judges it (valid: whitespace between
     tokens; invalid: a raw control byte inside a string)."""

@@ -267,7 +267,12 @@ def test_malformed_request_line(proxy):
     (b"[]", ["object"]),
     (b'{"max_tokens": 10, "messages": []}', ["model"]),
     (b'{"model": "claude-sonnet-4-5", "max_tokens": "lots", "messages": []}', ["$.max_tokens"]),
-], ids=["invalid-json", "truncated-json", "empty", "array", "missing-model", "max-tokens-type"])
+    # JSON text is UTF-8 (RFC 8259 §8.1): a byte sequence that is not is bad JSON, wherever it is
+    (b'{"model": "claude-sonnet-4-5", "system": "be \xff brief", "messages": []}', ["JSON", "UTF-8", "byte 45"]),
+    (b'{"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}',
+     ["JSON", "UTF-8", "byte 73"]),
+], ids=["invalid-json", "truncated-json", "empty", "array", "missing-model", "max-tokens-type", "utf8-system",
+        "utf8-surrogate-in-message"])
 def test_invalid_bodies_rejected_before_upstream(proxy, mock, body, words):
     resp = one(proxy.port, post(MESSAGES, body))
     assert_error(resp, 400, "invalid_request_error", *words)

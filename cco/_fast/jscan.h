@@ -1,6 +1,6 @@
 /* The JSON value scanner of key_c.pyx: validates one value and returns where it ends, or -1 with the kind and byte
  * position of the first error in a CcoError (RFC 8259; UTF-16 surrogate pairs checked; at most CCO_MAX_DEPTH open
- * containers).
+ * containers). Bytes of 0x80 and above are left to the UTF-8 check (cco_utf8_error, or the string-end map's pass).
  *
  * Two variants share the grammar (jscan_variant.h) and differ in how a string's end is found: by a bit search in
  * a string-end map built for the whole body first (cco_string_ends; bodies without control bytes, so every
@@ -29,7 +29,8 @@ enum {
     CCO_E_COMMA_OBJECT,
     CCO_E_COMMA_ARRAY,
     CCO_E_DEPTH,
-    CCO_E_TRAILING
+    CCO_E_TRAILING,
+    CCO_E_UTF8
 };
 
 typedef struct {
@@ -134,6 +135,155 @@ static CCO_ALWAYS_INLINE Py_ssize_t cco_escape_end(const unsigned char *p, Py_ss
         return cco_unicode_escape_end(p, i, n, e);
     }
     CCO_FAIL(e, CCO_E_ESCAPE, i + 1);
+}
+
+/* UTF-8 (RFC 3629, as RFC 8259 requires of JSON text): p[i] >= 0x80 starts a sequence; the index after it, or -1
+ * when it is not a valid one (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF, cut short).
+ * The second byte's range depends on the first; the others are 0x80..0xBF. */
+static CCO_NOINLINE Py_ssize_t cco_utf8_sequence_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
+{
+    unsigned char c = p[i], low = 0x80, high = 0xBF;
+    int more;
+    if (c >= 0xC2 && c <= 0xDF) {
+        more = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        more = 2;
+        if (c == 0xE0) {
+            low = 0xA0;   /* below: overlong */
+        } else if (c == 0xED) {
+            high = 0x9F;  /* above: UTF-16 surrogates */
+        }
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        more = 3;
+        if (c == 0xF0) {
+            low = 0x90;   /* below: overlong */
+        } else if (c == 0xF4) {
+            high = 0x8F;  /* above: past U+10FFFF */
+        }
+    } else {
+        return -1;  /* 0x80..0xC1 (a continuation byte or an overlong lead), 0xF5..0xFF */
+    }
+    if (i + more >= n) {  /* cut short by the end of the body */
+        return -1;
+    }
+    if (p[i + 1] < low || p[i + 1] > high) {
+        return -1;
+    }
+    for (int k = 2; k <= more; k++) {
+        if (p[i + k] < 0x80 || p[i + k] > 0xBF) {
+            return -1;
+        }
+    }
+    return i + more + 1;
+}
+
+/* Validates the sequences that start in p[i..end) (a sequence may run past end, not past n): the index after the
+ * last one, or -1 with the error at the first bad one. */
+static Py_ssize_t cco_utf8_range(const unsigned char *p, Py_ssize_t i, Py_ssize_t end, Py_ssize_t n, CcoError *e)
+{
+    while (i < end) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        Py_ssize_t next = cco_utf8_sequence_end(p, i, n);
+        if (next < 0) {
+            CCO_FAIL(e, CCO_E_UTF8, i);
+        }
+        i = next;
+    }
+    return i;
+}
+
+#if defined(__SSE2__)
+/* unsigned x >= t, bytewise */
+#define CCO_GE(x, t) _mm_cmpeq_epi8(_mm_max_epu8((x), _mm_set1_epi8((char)(t))), (x))
+/* unsigned x < t, bytewise */
+#define CCO_LT(x, t) _mm_cmpeq_epi8(_mm_min_epu8((x), _mm_set1_epi8((char)((t) - 1))), (x))
+
+/* The UTF-8 errors of the 16 bytes x, prev being the 16 before them: a nonzero byte where a rule breaks. Each rule
+ * looks at a byte and the three before it: a byte must be a continuation (10xxxxxx) exactly where a lead before it
+ * asks for one (C0..FF for the next byte, E0..FF for the second, F0..FF for the third); C0, C1 and F5..FF lead
+ * nothing; after E0, ED, F0 and F4 the next byte's range is narrowed (overlong forms, UTF-16 surrogates, past
+ * U+10FFFF). Where a lead at the end of a body finds no continuation, the bytes after it are passed as spaces. */
+static CCO_ALWAYS_INLINE __m128i cco_utf8_errors16(__m128i x, __m128i prev)
+{
+    __m128i prev1 = _mm_or_si128(_mm_slli_si128(x, 1), _mm_srli_si128(prev, 15));
+    __m128i prev2 = _mm_or_si128(_mm_slli_si128(x, 2), _mm_srli_si128(prev, 14));
+    __m128i prev3 = _mm_or_si128(_mm_slli_si128(x, 3), _mm_srli_si128(prev, 13));
+    __m128i continuation = _mm_cmpeq_epi8(_mm_and_si128(x, _mm_set1_epi8((char)0xC0)), _mm_set1_epi8((char)0x80));
+    __m128i wanted = _mm_or_si128(CCO_GE(prev1, 0xC0), _mm_or_si128(CCO_GE(prev2, 0xE0), CCO_GE(prev3, 0xF0)));
+    __m128i errors = _mm_xor_si128(wanted, continuation);
+    errors = _mm_or_si128(errors, _mm_or_si128(CCO_GE(x, 0xF5), _mm_cmpeq_epi8(
+        _mm_and_si128(x, _mm_set1_epi8((char)0xFE)), _mm_set1_epi8((char)0xC0))));
+    errors = _mm_or_si128(errors, _mm_and_si128(_mm_cmpeq_epi8(prev1, _mm_set1_epi8((char)0xE0)), CCO_LT(x, 0xA0)));
+    errors = _mm_or_si128(errors, _mm_and_si128(_mm_cmpeq_epi8(prev1, _mm_set1_epi8((char)0xED)), CCO_GE(x, 0xA0)));
+    errors = _mm_or_si128(errors, _mm_and_si128(_mm_cmpeq_epi8(prev1, _mm_set1_epi8((char)0xF0)), CCO_LT(x, 0x90)));
+    errors = _mm_or_si128(errors, _mm_and_si128(_mm_cmpeq_epi8(prev1, _mm_set1_epi8((char)0xF4)), CCO_GE(x, 0x90)));
+    return errors;
+}
+
+/* The UTF-8 check of one 64-byte block v0..v3: 0 when it holds, -1 when not. *high says whether the block before had
+ * a byte >= 0x80 (an ASCII block after one still closes its sequences), *prev its last 16 bytes (zeros after an
+ * ASCII block); both move on to this block. Kept in the caller's locals, not in a struct whose address escapes,
+ * so that an ASCII block costs one test. */
+static CCO_ALWAYS_INLINE int cco_utf8_block(__m128i v0, __m128i v1, __m128i v2, __m128i v3, __m128i *prev,
+                                            int *high)
+{
+    int here = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(v0, v1), _mm_or_si128(v2, v3)));
+    if (here | *high) {
+        __m128i errors = _mm_or_si128(_mm_or_si128(cco_utf8_errors16(v0, *prev), cco_utf8_errors16(v1, v0)),
+                                      _mm_or_si128(cco_utf8_errors16(v2, v1), cco_utf8_errors16(v3, v2)));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(errors, _mm_setzero_si128())) != 0xFFFF) {
+            return -1;
+        }
+        *high = here != 0;
+        *prev = here ? v3 : _mm_setzero_si128();  /* after an ASCII block, zeros say as much: no lead */
+    }
+    return 0;
+}
+
+/* After the last block: no sequence may be left open (the bytes after the body count as spaces). */
+static CCO_ALWAYS_INLINE int cco_utf8_end(__m128i prev, int high)
+{
+    __m128i errors;
+    if (!high) {
+        return 0;
+    }
+    errors = cco_utf8_errors16(_mm_set1_epi8(' '), prev);
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(errors, _mm_setzero_si128())) == 0xFFFF ? 0 : -1;
+}
+#endif
+
+/* The whole body as UTF-8: 0, or -1 with the first bad sequence in e. 64 bytes per step; a body that fails is gone
+ * through again sequence by sequence, for the byte to name. */
+static int cco_utf8_check(const unsigned char *p, Py_ssize_t n, CcoError *e)
+{
+#if defined(__SSE2__)
+    __m128i prev = _mm_setzero_si128();
+    int high = 0;
+    unsigned char tail[64];
+    const unsigned char *q;
+    Py_ssize_t i;
+    for (i = 0; i < n; i += 64) {
+        if (i + 64 <= n) {
+            q = p + i;
+        } else {  /* the last, partial block: padded with spaces */
+            memset(tail, ' ', 64);
+            memcpy(tail, p + i, (size_t)(n - i));
+            q = tail;
+        }
+        if (cco_utf8_block(_mm_loadu_si128((const __m128i *)q), _mm_loadu_si128((const __m128i *)(q + 16)),
+                           _mm_loadu_si128((const __m128i *)(q + 32)), _mm_loadu_si128((const __m128i *)(q + 48)),
+                           &prev, &high) < 0) {
+            break;
+        }
+    }
+    if (i >= n && cco_utf8_end(prev, high) == 0) {
+        return 0;
+    }
+#endif
+    return cco_utf8_range(p, 0, n, n, e) < 0 ? -1 : 0;
 }
 
 static inline Py_ssize_t cco_digits(const unsigned char *p, Py_ssize_t i, Py_ssize_t n)
@@ -256,9 +406,11 @@ typedef struct {
     CcoError error;         /* not reported: the per-string variant words it */
 } CcoEndsState;
 
-/* One 64-byte block at q (body offset base): its word of the map, or -1 for a control byte or an invalid escape. */
+/* One 64-byte block at q (body offset base): its word of the map, or -1 for a control byte, an invalid escape or a
+ * byte sequence that is not UTF-8. */
 static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsigned char *p, Py_ssize_t n,
-                                            Py_ssize_t base, uint64_t *ends, CcoEndsState *st)
+                                            Py_ssize_t base, uint64_t *ends, CcoEndsState *st,
+                                            __m128i *utf8_prev, int *utf8_high)
 {
     const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), control_max = _mm_set1_epi8(0x1F);
     __m128i v0 = _mm_loadu_si128((const __m128i *)q), v1 = _mm_loadu_si128((const __m128i *)(q + 16));
@@ -271,6 +423,9 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
         return -1;
     }
     st->carry = 0;
+    if (cco_utf8_block(v0, v1, v2, v3, utf8_prev, utf8_high) < 0) {
+        return -1;
+    }
     if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, backslash), _mm_cmpeq_epi8(v1, backslash)),
                                        _mm_or_si128(_mm_cmpeq_epi8(v2, backslash), _mm_cmpeq_epi8(v3, backslash))))) {
         backslashes = cco_eq64(v0, v1, v2, v3, backslash) & ~escaped;  /* an escaped backslash escapes nothing */
@@ -296,7 +451,8 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
 #endif
 
 /* Builds the string-end map of p[0..n) into ends (CCO_END_WORDS(n) words). Returns 0, or -1 when the body has a
- * control byte or an invalid escape anywhere (or SSE2 is missing): the per-string variant then scans it.
+ * control byte, an invalid escape or a byte sequence that is not UTF-8 anywhere (or SSE2 is missing): the
+ * per-string variant then scans it, and cco_utf8_check words a UTF-8 error. A body it maps is valid UTF-8.
  *
  * A backslash escapes the byte after it unless it is itself escaped; escapes are validated here (each \uXXXX with
  * its surrogate rule), in order. Backslashes outside strings get the same treatment: such a body is invalid and
@@ -307,19 +463,26 @@ static int cco_string_ends(const unsigned char *p, Py_ssize_t n, uint64_t *ends)
     CcoEndsState st;
     unsigned char tail[64];
     Py_ssize_t base;
+    __m128i utf8_prev;
+    int utf8_high;
     st.carry = 0;
     st.checked_to = 0;
+    utf8_prev = _mm_setzero_si128();
+    utf8_high = 0;
     for (base = 0; base + 64 <= n; base += 64) {
-        if (cco_ends_block(p + base, p, n, base, ends, &st) < 0) {
+        if (cco_ends_block(p + base, p, n, base, ends, &st, &utf8_prev, &utf8_high) < 0) {
             return -1;
         }
     }
     if (base < n) {  /* the last, partial block: padded with spaces, which are none of the three */
         memset(tail, ' ', 64);
         memcpy(tail, p + base, (size_t)(n - base));
-        if (cco_ends_block(tail, p, n, base, ends, &st) < 0) {
+        if (cco_ends_block(tail, p, n, base, ends, &st, &utf8_prev, &utf8_high) < 0) {
             return -1;
         }
+    }
+    if (cco_utf8_end(utf8_prev, utf8_high) < 0) {
+        return -1;
     }
     ends[(n + 63) >> 6] = 1;
     return 0;

@@ -26,3 +26,6 @@ def plain_member_count(body: bytes) -> int:
 
 def plain_key(body: bytes, context: bytes) -> bytes | None:
     """The key as the compiled hit lane computes it, or None when the body is not plain."""
+
+def string_map_accepts(body: bytes) -> bool:
+    """Whether the string-end map takes `body` (no control byte, valid escapes, valid UTF-8)."""

@@ -43,6 +43,7 @@ cdef extern from "jscan.h":
         CCO_E_COMMA_ARRAY
         CCO_E_DEPTH
         CCO_E_TRAILING
+        CCO_E_UTF8
     Py_ssize_t CCO_END_WORDS(Py_ssize_t n) noexcept nogil
     int cco_string_ends(const unsigned char* p, Py_ssize_t n, uint64_t* ends) noexcept nogil
     Py_ssize_t cco_map_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
@@ -52,6 +53,7 @@ cdef extern from "jscan.h":
     Py_ssize_t cco_skip_string_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
                                    CcoError* e) noexcept nogil
     Py_ssize_t cco_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+    int cco_utf8_check(const unsigned char* p, Py_ssize_t n, CcoError* e) noexcept nogil
 
 EXCLUDED = frozenset({b"stream", b"metadata"})
 
@@ -65,7 +67,7 @@ _MESSAGES = {
     CCO_E_ESCAPE: "invalid escaped character", CCO_E_SURROGATE: "invalid utf-16 surrogate pair",
     CCO_E_NUMBER: "invalid number", CCO_E_NAME: "expected a member name", CCO_E_COLON: "expected ':'",
     CCO_E_COMMA_OBJECT: "expected ',' or '}'", CCO_E_COMMA_ARRAY: "expected ',' or ']'",
-    CCO_E_DEPTH: "nesting too deep", CCO_E_TRAILING: "trailing characters",
+    CCO_E_DEPTH: "nesting too deep", CCO_E_TRAILING: "trailing characters", CCO_E_UTF8: "invalid UTF-8",
 }
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
@@ -131,13 +133,15 @@ cdef bytes _canonical_digest(Canonical* c):
 
 
 cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcept nogil:
-    """The top-level members of a plain JSON object body, validated as a whole; their count, or -1 when the body
-    is not plain (invalid, not an object, an escaped, non-ASCII or repeated name, more than MAX_MEMBERS). p[n] must
-    be readable (a bytes object's buffer ends in a NUL; jscan.h relies on it and anything else is declined)."""
+    """The top-level members of a plain JSON object body, validated as a whole (UTF-8 included); their count, or -1
+    when the body is not plain (invalid, not an object, an escaped, non-ASCII or repeated name, more than
+    MAX_MEMBERS). p[n] must be readable (a bytes object's buffer ends in a NUL; jscan.h relies on it and anything
+    else is declined)."""
     cdef uint64_t stack_ends[MAP_STACK_WORDS]
     cdef uint64_t* ends = NULL
     cdef Py_ssize_t words
     cdef int count
+    cdef CcoError e
     if p[n] != 0:
         return -1
     if _string_map:
@@ -153,6 +157,8 @@ cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcep
     count = _members(p, n, out, ends)
     if ends != NULL and ends != &stack_ends[0]:
         free(ends)
+    elif ends == NULL and count >= 0 and cco_utf8_check(p, n, &e) < 0:  # a mapped body was checked while mapped
+        return -1
     return count
 
 
@@ -369,6 +375,8 @@ cdef _scan_request(bytes body):
     i = cco_ws(p, i, n)
     if i != n:
         _raise(CCO_E_TRAILING, i)
+    if cco_utf8_check(p, n, &e) < 0:  # JSON text is UTF-8 (RFC 8259 §8.1); the grammar leaves bytes >= 0x80 to this
+        _raise(e.err, e.pos)
     cdef RequestScan scan = RequestScan.__new__(RequestScan)
     scan.body = body
     scan._spans = spans
@@ -413,3 +421,15 @@ def plain_key(bytes body, bytes context):
     if count < 0:
         return None
     return members_key(body, members, count, context)
+
+
+def string_map_accepts(bytes body):
+    """Whether the string-end map takes the body (no control byte, every escape valid, valid UTF-8), so that its
+    key is computed with the map rather than by skipping each string. For tests."""
+    cdef Py_ssize_t n = len(body)
+    cdef uint64_t* ends = <uint64_t*>malloc(CCO_END_WORDS(n) * sizeof(uint64_t))
+    if ends == NULL:
+        raise MemoryError()
+    cdef int taken = cco_string_ends(<const unsigned char*>PyBytes_AS_STRING(body), n, ends)
+    free(ends)
+    return taken == 0

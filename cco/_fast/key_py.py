@@ -7,9 +7,10 @@ does not matter; any other difference — whitespace inside a value, a field the
 different key. Every piece is length-prefixed, so no two different inputs share a canonical form. A member
 named twice counts once, with its last value (what JSON parsers, and the upstream, do).
 
-`scan_request` validates the whole body as JSON (RFC 8259, UTF-16 surrogate pairs checked) and keeps only the
-byte spans of the top-level values: nested content never becomes Python objects. Here msgspec does the pass;
-the compiled twin does it in one pass of its own.
+`scan_request` validates the whole body as JSON (RFC 8259: UTF-8 text, UTF-16 surrogate pairs of escapes checked)
+and keeps only the byte spans of the top-level values: nested content never becomes Python objects. Here msgspec
+does the pass (and `bytes.decode` checks the UTF-8 of a body that is not ASCII); the compiled twin does it in one
+pass of its own.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def scan_request(body: bytes) -> RequestScan:
         raise JsonSyntaxError("JSON is malformed: nesting too deep", -1) from None
     except UnicodeDecodeError as exc:
         raise JsonSyntaxError(f"JSON is malformed: a member name is not UTF-8 ({exc.reason})", -1) from None
+    if not body.isascii():  # msgspec steps over nested strings without checking their UTF-8
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonSyntaxError(f"JSON is malformed: invalid UTF-8 (byte {exc.start})", exc.start) from None
     return RequestScan(body, {name.encode(): bytes(raw) for name, raw in decoded.items()})
 
 
