@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -276,9 +277,9 @@ def utf8_error(module, body: bytes):
 @pytest.mark.parametrize("sequence", UTF8_VALID + UTF8_INVALID)
 def test_utf8_is_checked_everywhere_and_across_block_edges(sequence):
     """JSON text is UTF-8 (RFC 8259 §8.1): a body that is not is a 400, wherever the bad sequence is (a nested
-    string, a long one, the last bytes of the body). The string-end map checks it 64 bytes at a time, so each
-    sequence is placed across every block edge; every variant must judge it like the pure twin and name the same
-    byte."""
+    string, a long one, the last bytes of the body). The check runs 64 bytes at a time (inside the string-end
+    map's pass, or on its own), so each sequence is placed across every block edge; every way of scanning and of
+    checking (SSSE3 table lookups, SSE2 compares) must judge it like the pure twin and name the same byte."""
     valid = sequence in UTF8_VALID
     c = fast_module("compiled", "key")
     for before in range(50, 135):
@@ -287,16 +288,19 @@ def test_utf8_is_checked_everywhere_and_across_block_edges(sequence):
                      b'{"model":"m","a":"' + b"y" * before + sequence):  # cut short inside the string
             expected = utf8_error(key_py, body)
             try:
-                for variant in c.scan_variants():
+                for variant, check in itertools.product(c.scan_variants(), c.utf8_variants()):
                     c.use_scan_variant(variant)
+                    c.use_utf8_variant(check)
                     found = utf8_error(c, body)
                     if body.endswith(b"}"):
-                        assert found == expected, (variant, body)
+                        assert found == expected, (variant, check, body)
+                        assert c.string_map_accepts(body) == (expected is None), (variant, check, body)
                     else:  # cut short: both reject it, each in its own words for a body that ends early
-                        assert found is not None and expected is not None, (variant, body)
-                    assert (c.plain_member_count(body) >= 0) == (expected is None), (variant, body)
+                        assert found is not None and expected is not None, (variant, check, body)
+                    assert (c.plain_member_count(body) >= 0) == (expected is None), (variant, check, body)
             finally:
                 c.use_scan_variant("map")
+                c.use_utf8_variant(c.utf8_variants()[0])
             if body.endswith(b"}"):
                 assert (expected is None) == valid, body
                 if not valid:
@@ -306,13 +310,30 @@ def test_utf8_is_checked_everywhere_and_across_block_edges(sequence):
                     assert expected == (f"JSON is malformed: invalid UTF-8 (byte {at})", at), body
 
 
-def test_valid_utf8_keeps_the_string_end_map():
-    """Non-ASCII text is common in requests; it is checked inside the map's pass, not by refusing the map."""
-    body = dumps({"model": "m", "messages": [{"role": "user", "content": "naïve café — 😀 " * 40}]})
+@pytest.mark.parametrize("text", ["naïve café — 😀 ", "日本語のテキスト、中文文本。", "한국어 텍스트 ", "हिन्दी पाठ ", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 "])
+def test_valid_utf8_keeps_the_string_end_map(text):
+    """Non-ASCII text is common in requests (two-, three- and four-byte sequences: Latin, CJK, Hangul near the
+    surrogate range, Devanagari after E0, mathematical letters): it is checked inside the map's pass, not by
+    refusing the map; cut short anywhere, it is refused."""
+    body = dumps({"model": "m", "messages": [{"role": "user", "content": text * 40}]})
     c = fast_module("compiled", "key")
-    assert c.string_map_accepts(body) and c.plain_member_count(body) == 2
-    assert c.scan_request(body).key(CONTEXT) == key_py.scan_request(body).key(CONTEXT)
-    assert not c.string_map_accepts(body.replace("😀".encode(), b"\xf0\x9f\x98", 1))  # cut short: refused
+    try:
+        for check in c.utf8_variants():
+            c.use_utf8_variant(check)
+            assert c.string_map_accepts(body) and c.plain_member_count(body) == 2
+            assert c.scan_request(body).key(CONTEXT) == key_py.scan_request(body).key(CONTEXT)
+            encoded = text.encode()
+            start = body.index(encoded)
+            for cut in range(1, len(encoded)):
+                if encoded[cut] & 0xC0 == 0x80:  # inside a sequence: drop its tail
+                    end = cut + 1
+                    while end < len(encoded) and encoded[end] & 0xC0 == 0x80:
+                        end += 1
+                    broken = body[:start + cut] + body[start + end:]
+                    assert not c.string_map_accepts(broken), (check, broken[start:start + 20])
+                    assert utf8_error(c, broken) == utf8_error(key_py, broken) is not None
+    finally:
+        c.use_utf8_variant(c.utf8_variants()[0])
 
 
 def test_a_control_byte_or_bad_escape_anywhere_leaves_the_map_to_skipping():

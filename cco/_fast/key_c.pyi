@@ -29,3 +29,9 @@ def plain_key(body: bytes, context: bytes) -> bytes | None:
 
 def string_map_accepts(body: bytes) -> bool:
     """Whether the string-end map takes `body` (no control byte, valid escapes, valid UTF-8)."""
+
+def utf8_variants() -> tuple[str, ...]:
+    """How the UTF-8 check can run on this CPU: "ssse3" (default where present) and "sse2"."""
+
+def use_utf8_variant(name: str) -> None:
+    """Selects one of utf8_variants() (tests and benchmarks)."""

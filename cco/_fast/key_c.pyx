@@ -54,6 +54,8 @@ cdef extern from "jscan.h":
                                    CcoError* e) noexcept nogil
     Py_ssize_t cco_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
     int cco_utf8_check(const unsigned char* p, Py_ssize_t n, CcoError* e) noexcept nogil
+    void cco_utf8_init() noexcept nogil
+    int cco_utf8_ssse3
 
 EXCLUDED = frozenset({b"stream", b"metadata"})
 
@@ -71,6 +73,9 @@ _MESSAGES = {
 }
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
+
+cco_utf8_init()  # the UTF-8 check uses SSSE3 where the CPU has it
+cdef int _utf8_ssse3_found = cco_utf8_ssse3
 _xxh3_128 = xxhash.xxh3_128
 
 cdef enum:
@@ -433,3 +438,16 @@ def string_map_accepts(bytes body):
     cdef int taken = cco_string_ends(<const unsigned char*>PyBytes_AS_STRING(body), n, ends)
     free(ends)
     return taken == 0
+
+
+def utf8_variants():
+    """The ways the UTF-8 check runs on this CPU: "ssse3" (table lookups; where the CPU has it, the default) and
+    "sse2" (a compare per rule). For tests and benchmarks."""
+    return ("ssse3", "sse2") if _utf8_ssse3_found else ("sse2",)
+
+
+def use_utf8_variant(str name):
+    global cco_utf8_ssse3
+    if name not in utf8_variants():
+        raise ValueError(f"UTF-8 check {name!r} is not one of {utf8_variants()}")
+    cco_utf8_ssse3 = 1 if name == "ssse3" else 0
