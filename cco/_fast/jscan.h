@@ -268,42 +268,66 @@ __attribute__((target("ssse3"))) static inline __m128i cco_utf8_errors16_ssse3(_
     return _mm_or_si128(_mm_xor_si128(rules, wanted), _mm_subs_epu8(x, _mm_set1_epi8((char)0xF4)));
 }
 
-__attribute__((target("ssse3"), noinline)) static int cco_utf8_bad64_ssse3(__m128i v0, __m128i v1, __m128i v2,
-                                                                          __m128i v3, __m128i prev)
+#endif
+
+/* The blocks of p[0..n) from base on, 64 bytes each and whole, checked as UTF-8 with the 16-byte check ERRORS16 for
+ * as long as they have a byte >= 0x80 (and the one after, which closes their sequences): the offset checked up to,
+ * or -1. *high says whether the block before base had such a byte, *prev holds its last 16 bytes (zeros after an
+ * ASCII block); both move on. One call covers a run of text that is not ASCII. */
+#define CCO_UTF8_RUN(ERRORS16) \
+    do { \
+        __m128i v0, v1, v2, v3, errors; \
+        int here; \
+        do { \
+            v0 = _mm_loadu_si128((const __m128i *)(p + base)); \
+            v1 = _mm_loadu_si128((const __m128i *)(p + base + 16)); \
+            v2 = _mm_loadu_si128((const __m128i *)(p + base + 32)); \
+            v3 = _mm_loadu_si128((const __m128i *)(p + base + 48)); \
+            here = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(v0, v1), _mm_or_si128(v2, v3))); \
+            if (here | *high) { \
+                errors = _mm_or_si128(_mm_or_si128(ERRORS16(v0, *prev), ERRORS16(v1, v0)), \
+                                      _mm_or_si128(ERRORS16(v2, v1), ERRORS16(v3, v2))); \
+                if (_mm_movemask_epi8(_mm_cmpeq_epi8(errors, _mm_setzero_si128())) != 0xFFFF) { \
+                    return -1; \
+                } \
+                *high = here != 0; \
+                *prev = here ? v3 : _mm_setzero_si128(); \
+            } \
+            base += 64; \
+        } while (*high && base + 64 <= n); \
+        return base; \
+    } while (0)
+
+static CCO_NOINLINE Py_ssize_t cco_utf8_run_sse2(const unsigned char *p, Py_ssize_t base, Py_ssize_t n,
+                                                 __m128i *prev, int *high)
 {
-    __m128i errors = _mm_or_si128(_mm_or_si128(cco_utf8_errors16_ssse3(v0, prev), cco_utf8_errors16_ssse3(v1, v0)),
-                                  _mm_or_si128(cco_utf8_errors16_ssse3(v2, v1), cco_utf8_errors16_ssse3(v3, v2)));
-    return _mm_movemask_epi8(_mm_cmpeq_epi8(errors, _mm_setzero_si128())) != 0xFFFF;
+    CCO_UTF8_RUN(cco_utf8_errors16);
+}
+
+#if defined(CCO_UTF8_SSSE3)
+__attribute__((target("ssse3"), noinline)) static Py_ssize_t cco_utf8_run_ssse3(const unsigned char *p,
+                                                                                Py_ssize_t base, Py_ssize_t n,
+                                                                                __m128i *prev, int *high)
+{
+    CCO_UTF8_RUN(cco_utf8_errors16_ssse3);
 }
 #endif
 
-/* The UTF-8 check of one 64-byte block v0..v3: 0 when it holds, -1 when not. *high says whether the block before had
- * a byte >= 0x80 (an ASCII block after one still closes its sequences), *prev its last 16 bytes (zeros after an
- * ASCII block); both move on to this block. Kept in the caller's locals, not in a struct whose address escapes,
- * so that an ASCII block costs one test. */
-static CCO_ALWAYS_INLINE int cco_utf8_block(__m128i v0, __m128i v1, __m128i v2, __m128i v3, __m128i *prev,
-                                            int *high)
+static inline Py_ssize_t cco_utf8_run(const unsigned char *p, Py_ssize_t base, Py_ssize_t n, __m128i *prev,
+                                      int *high)
 {
-    int here = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(v0, v1), _mm_or_si128(v2, v3)));
-    if (here | *high) {
-        int bad;
 #if defined(CCO_UTF8_SSSE3)
-        if (cco_utf8_ssse3) {
-            bad = cco_utf8_bad64_ssse3(v0, v1, v2, v3, *prev);
-        } else
-#endif
-        {
-            __m128i errors = _mm_or_si128(_mm_or_si128(cco_utf8_errors16(v0, *prev), cco_utf8_errors16(v1, v0)),
-                                          _mm_or_si128(cco_utf8_errors16(v2, v1), cco_utf8_errors16(v3, v2)));
-            bad = _mm_movemask_epi8(_mm_cmpeq_epi8(errors, _mm_setzero_si128())) != 0xFFFF;
-        }
-        if (bad) {
-            return -1;
-        }
-        *high = here != 0;
-        *prev = here ? v3 : _mm_setzero_si128();  /* after an ASCII block, zeros say as much: no lead */
+    if (cco_utf8_ssse3) {
+        return cco_utf8_run_ssse3(p, base, n, prev, high);
     }
-    return 0;
+#endif
+    return cco_utf8_run_sse2(p, base, n, prev, high);
+}
+
+/* The last block of a body, padded with spaces into tail[64] (base: its offset): 0 when it is UTF-8, else -1. */
+static CCO_NOINLINE int cco_utf8_tail(const unsigned char *tail, __m128i *prev, int *high)
+{
+    return cco_utf8_run(tail, 0, 64, prev, high) < 0 ? -1 : 0;
 }
 
 /* After the last block: no sequence may be left open (the bytes after the body count as spaces). */
@@ -326,25 +350,31 @@ static int cco_utf8_check(const unsigned char *p, Py_ssize_t n, CcoError *e)
     __m128i prev = _mm_setzero_si128();
     int high = 0;
     unsigned char tail[64];
-    const unsigned char *q;
-    Py_ssize_t i;
-    for (i = 0; i < n; i += 64) {
-        if (i + 64 <= n) {
-            q = p + i;
-        } else {  /* the last, partial block: padded with spaces */
-            memset(tail, ' ', 64);
-            memcpy(tail, p + i, (size_t)(n - i));
-            q = tail;
+    Py_ssize_t i = 0;
+    while (i + 64 <= n) {
+        __m128i any = _mm_or_si128(_mm_or_si128(_mm_loadu_si128((const __m128i *)(p + i)),
+                                                _mm_loadu_si128((const __m128i *)(p + i + 16))),
+                                   _mm_or_si128(_mm_loadu_si128((const __m128i *)(p + i + 32)),
+                                                _mm_loadu_si128((const __m128i *)(p + i + 48))));
+        if (!high && !_mm_movemask_epi8(any)) {  /* ASCII */
+            i += 64;
+            continue;
         }
-        if (cco_utf8_block(_mm_loadu_si128((const __m128i *)q), _mm_loadu_si128((const __m128i *)(q + 16)),
-                           _mm_loadu_si128((const __m128i *)(q + 32)), _mm_loadu_si128((const __m128i *)(q + 48)),
-                           &prev, &high) < 0) {
-            break;
+        if ((i = cco_utf8_run(p, i, n, &prev, &high)) < 0) {
+            goto name_it;
         }
     }
-    if (i >= n && cco_utf8_end(prev, high) == 0) {
+    if (i < n) {  /* the last, partial block: padded with spaces */
+        memset(tail, ' ', 64);
+        memcpy(tail, p + i, (size_t)(n - i));
+        if (cco_utf8_tail(tail, &prev, &high) < 0) {
+            goto name_it;
+        }
+    }
+    if (cco_utf8_end(prev, high) == 0) {
         return 0;
     }
+name_it:
 #endif
     return cco_utf8_range(p, 0, n, n, e) < 0 ? -1 : 0;
 }
@@ -466,6 +496,7 @@ static CCO_ALWAYS_INLINE uint64_t cco_eq64(__m128i v0, __m128i v1, __m128i v2, _
 typedef struct {
     uint64_t carry;         /* 1: the next block's first byte is escaped by this block's last */
     Py_ssize_t checked_to;  /* escapes before this were validated with the one before them */
+    Py_ssize_t utf8_to;     /* the blocks before this were checked as UTF-8 by one run (cco_utf8_run) */
     CcoError error;         /* not reported: the per-string variant words it */
 } CcoEndsState;
 
@@ -480,15 +511,28 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
     __m128i v2 = _mm_loadu_si128((const __m128i *)(q + 32)), v3 = _mm_loadu_si128((const __m128i *)(q + 48));
     uint64_t escaped = st->carry, backslashes;
     /* unsigned v <= 0x1F  <=>  max(v, 0x1F) == 0x1F; a control byte refuses the map at once (pretty-printed JSON
-     * has one within its first bytes) */
-    if (_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(_mm_min_epu8(_mm_min_epu8(v0, v1), _mm_min_epu8(v2, v3)),
-                                                      control_max), control_max))) {
-        return -1;
+     * has one within its first bytes). One test finds a block with neither a control byte nor a byte >= 0x80 (or
+     * a UTF-8 sequence to close from the block before): the usual case, where neither needs a look. */
+    __m128i control = _mm_cmpeq_epi8(_mm_max_epu8(_mm_min_epu8(_mm_min_epu8(v0, v1), _mm_min_epu8(v2, v3)),
+                                                  control_max), control_max);
+    if (__builtin_expect(_mm_movemask_epi8(_mm_or_si128(control, _mm_or_si128(_mm_or_si128(v0, v1),
+                                                                              _mm_or_si128(v2, v3))))
+                         | *utf8_high, 0)) {
+        if (_mm_movemask_epi8(control)) {
+            return -1;
+        }
+        if (base >= st->utf8_to) {  /* not yet checked with a run of blocks before it */
+            if (q == p + base) {
+                st->utf8_to = cco_utf8_run(p, base, n, utf8_prev, utf8_high);
+                if (st->utf8_to < 0) {
+                    return -1;
+                }
+            } else if (cco_utf8_tail(q, utf8_prev, utf8_high) < 0) {  /* the padded last block */
+                return -1;
+            }
+        }
     }
     st->carry = 0;
-    if (cco_utf8_block(v0, v1, v2, v3, utf8_prev, utf8_high) < 0) {
-        return -1;
-    }
     if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, backslash), _mm_cmpeq_epi8(v1, backslash)),
                                        _mm_or_si128(_mm_cmpeq_epi8(v2, backslash), _mm_cmpeq_epi8(v3, backslash))))) {
         backslashes = cco_eq64(v0, v1, v2, v3, backslash) & ~escaped;  /* an escaped backslash escapes nothing */
@@ -530,6 +574,7 @@ static int cco_string_ends(const unsigned char *p, Py_ssize_t n, uint64_t *ends)
     int utf8_high;
     st.carry = 0;
     st.checked_to = 0;
+    st.utf8_to = 0;
     utf8_prev = _mm_setzero_si128();
     utf8_high = 0;
     for (base = 0; base + 64 <= n; base += 64) {
