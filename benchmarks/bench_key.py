@@ -1,5 +1,7 @@
 """Microbenchmark: the cache key (scan + canonical form + xxh3-128), compiled vs pure, ~1 KB and ~100 KB bodies.
 
+The bodies: benchmarks/payloads.py's 1 KB and 100 KB Claude Code requests, and a 100 KB request of CJK text.
+
     python benchmarks/bench_key.py [--repeat 5] [--number 2000]
 
 Prints the median µs per key over the repeats, for each implementation and body: the general path's
@@ -11,6 +13,7 @@ Python object per member).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -44,6 +47,14 @@ def measure(module, body: bytes, number: int, repeat: int, variant: str | None =
     return statistics.median(samples)
 
 
+def cjk_request() -> bytes:
+    """~100 KB of Japanese and Chinese text (three-byte UTF-8 sequences): what the UTF-8 check costs when nothing
+    is ASCII."""
+    text = "日本語のテキストと中文文本、そして説明。" * 1750
+    return json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 1024,
+                       "messages": [{"role": "user", "content": text}]}, ensure_ascii=False).encode()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -58,7 +69,7 @@ def main() -> None:
         columns["compiled hit lane (map)"] = (key_c, "map", True)
     except ImportError:
         print("compiled extension not built: pure only")
-    bodies = {"1k": payloads.build("1k"), "100k": payloads.build("100k")}
+    bodies = {"1k": payloads.build("1k"), "100k": payloads.build("100k"), "100k-cjk": cjk_request()}
     print("| body | bytes | " + " | ".join(f"{name} µs/key" for name in columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     for label, body in bodies.items():
