@@ -397,6 +397,34 @@ def test_variants_agree_with_the_pure_twin_on_random_long_strings():
                 assert found["map"][1] == found["skip"][1] == -1, candidate
 
 
+def test_the_twins_share_the_nesting_limit_exactly():
+    """The pure twin's msgspec stops where Python's recursion limit does (about 1,000 deep, less in a deep call
+    stack); it then judges the body by the compiled scanner's rule: at most 1,024 open containers below the top
+    level, the first one past it named, unless the JSON breaks before it."""
+    import sys
+
+    c = fast_module("compiled", "key")
+    limit = sys.getrecursionlimit()
+    bodies = [b'{"model":"m","x":' + b"[" * d + b"]" * d + b"}" for d in (900, 990, 1000, 1023, 1024, 1025, 1100, 5000)]
+    bodies += [b'{"x":[{"y":' * 500 + b"1" + b"}]" * 500 + b"}",                         # 1,000 deep, objects
+               b'{"x":[{"y":' * 513 + b"1" + b"}]" * 513 + b"}",                         # 1,026 deep
+               b'{"x":' + b"[" * 1000 + b"1 2" + b"]" * 1000 + b"}",                     # breaks first
+               b'{"x":' + b"[" * 1030 + b"1 2" + b"]" * 1030 + b"}",                     # too deep first
+               b'{"x":[1 2,' + b"[" * 1100 + b"]" * 1100 + b"]}",                        # breaks early
+               b'{"x":"[[[' + b'\\\"' + b'",' + b'"y":' + b"[" * 1024 + b"]" * 1024 + b"}"]  # brackets in strings
+    for body in bodies:
+        expected = outcome_and_message(c, body)
+        assert outcome_and_message(key_py, body) == expected, body[:40]
+    assert sys.getrecursionlimit() == limit
+
+
+def outcome_and_message(module, body: bytes):
+    try:
+        return module.scan_request(body).key(CONTEXT)
+    except key_py.JsonSyntaxError as exc:
+        return exc.message, exc.position
+
+
 @pytest.mark.parametrize("variant", ["map", "skip"])
 def test_nesting_limit_of_the_compiled_scanner(variant):
     """At most 1,024 open containers below the top level, an empty one included (either way the same)."""

@@ -15,7 +15,9 @@ pass of its own.
 
 from __future__ import annotations
 
+import re
 import struct
+import sys
 
 import msgspec
 import xxhash
@@ -63,7 +65,25 @@ class RequestScan:
 
 def scan_request(body: bytes) -> RequestScan:
     try:
-        decoded = _members_decoder.decode(body)
+        decoded = _decode(body)
+    except RecursionError:  # msgspec's depth is Python's recursion limit; the rule is MAX_DEPTH, exactly
+        decoded = _decode_deep(body)
+    if not body.isascii():  # msgspec steps over nested strings without checking their UTF-8
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonSyntaxError(f"JSON is malformed: invalid UTF-8 (byte {exc.start})", exc.start) from None
+    return RequestScan(body, {name.encode(): bytes(raw) for name, raw in decoded.items()})
+
+
+# Open containers allowed below the top-level object (the compiled scanner's CCO_MAX_DEPTH)
+MAX_DEPTH = 1024
+_BRACKETS_AND_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"|[][{}]', re.DOTALL)
+
+
+def _decode(body: bytes) -> dict:
+    try:
+        return _members_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise JsonSyntaxError(f"expected a JSON object: {str(exc).replace('`', '')}", 0) from None
     except msgspec.DecodeError as exc:
@@ -73,16 +93,49 @@ def scan_request(body: bytes) -> RequestScan:
         if "JSON" not in text:  # msgspec ≥ 0.19 reports invalid UTF-8 without saying it is the JSON that is bad
             text = f"JSON is malformed: {text[:1].lower()}{text[1:]}"
         raise JsonSyntaxError(text, _position(text)) from None
-    except RecursionError:
-        raise JsonSyntaxError("JSON is malformed: nesting too deep", -1) from None
     except UnicodeDecodeError as exc:
         raise JsonSyntaxError(f"JSON is malformed: a member name is not UTF-8 ({exc.reason})", -1) from None
-    if not body.isascii():  # msgspec steps over nested strings without checking their UTF-8
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise JsonSyntaxError(f"JSON is malformed: invalid UTF-8 (byte {exc.start})", exc.start) from None
-    return RequestScan(body, {name.encode(): bytes(raw) for name, raw in decoded.items()})
+
+
+def _decode_deep(body: bytes) -> dict:
+    """A body nested deeper than msgspec went within Python's recursion limit: decoded again with room for
+    MAX_DEPTH, and judged as the compiled scanner judges it: the first container past MAX_DEPTH is the error,
+    unless the JSON breaks before it."""
+    too_deep = _too_deep_at(body)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 2 * MAX_DEPTH)
+    try:
+        return _decode(body) if too_deep < 0 else _fail_before(body, too_deep)
+    except RecursionError:
+        pass
+    finally:
+        sys.setrecursionlimit(limit)
+    raise JsonSyntaxError(f"JSON is malformed: nesting too deep (byte {too_deep})", too_deep)
+
+
+def _fail_before(body: bytes, at: int) -> dict:
+    """Raises the first error of body[:at]'s JSON when it breaks before `at` (not merely ends there), else the
+    nesting error at `at`."""
+    try:
+        _decode(body)
+    except JsonSyntaxError as exc:
+        if 0 <= exc.position < at:
+            raise
+    raise JsonSyntaxError(f"JSON is malformed: nesting too deep (byte {at})", at)
+
+
+def _too_deep_at(body: bytes) -> int:
+    """The byte of the first container opened more than MAX_DEPTH below the top level (strings skipped), or -1."""
+    depth = 0
+    for match in _BRACKETS_AND_STRINGS.finditer(body):
+        token = match.group()
+        if token in (b"{", b"["):
+            depth += 1
+            if depth > MAX_DEPTH + 1:
+                return match.start()
+        elif token in (b"}", b"]"):
+            depth -= 1
+    return -1
 
 
 def _position(text: str) -> int:
