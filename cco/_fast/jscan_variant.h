@@ -15,18 +15,18 @@ static Py_ssize_t CCO_V(value_end)(const unsigned char *p, Py_ssize_t i, Py_ssiz
 
 value:  /* a value starts at p[i] */
     c = p[i];
-    if (c == '"') {
+    if (CCO_LIKELY(c == '"')) {
         i = CCO_V(string_end)(p, i + 1, n, ends, e);
         if (i < 0) {
             return -1;
         }
-    } else if (c == '{' || c == '[') {
-        if (depth >= CCO_MAX_DEPTH) {
+    } else if (CCO_LIKELY(c == '{' || c == '[')) {
+        if (CCO_UNLIKELY(depth >= CCO_MAX_DEPTH)) {
             CCO_FAIL(e, CCO_E_DEPTH, i);
         }
         i++;
         CCO_SKIP_WS(p, i);
-        if (p[i] == c + 2) {  /* '{' + 2 == '}', '[' + 2 == ']' */
+        if (CCO_UNLIKELY(p[i] == c + 2)) {  /* '{' + 2 == '}', '[' + 2 == ']' */
             i++;
         } else {
             stack[depth++] = c + 2;
@@ -63,12 +63,12 @@ value:  /* a value starts at p[i] */
     }
 
 after_value:  /* close containers, or step to the next element */
-    if (depth == 0) {
+    if (CCO_UNLIKELY(depth == 0)) {
         return i;
     }
     CCO_SKIP_WS(p, i);
     c = p[i];
-    if (c == ',') {
+    if (CCO_LIKELY(c == ',')) {
         i++;
         CCO_SKIP_WS(p, i);
         if (stack[depth - 1] == '}') {
@@ -76,7 +76,7 @@ after_value:  /* close containers, or step to the next element */
         }
         goto value;
     }
-    if (c != stack[depth - 1]) {
+    if (CCO_UNLIKELY(c != stack[depth - 1])) {
         if (i >= n) {
             CCO_FAIL(e, CCO_E_EOF, n);
         }
@@ -87,7 +87,7 @@ after_value:  /* close containers, or step to the next element */
     goto after_value;
 
 member:  /* in an object, at a member name: the name, ':' and whitespace */
-    if (p[i] != '"') {
+    if (CCO_UNLIKELY(p[i] != '"')) {
         CCO_FAIL(e, CCO_E_NAME, i);
     }
     i = CCO_V(string_end)(p, i + 1, n, ends, e);
@@ -95,7 +95,7 @@ member:  /* in an object, at a member name: the name, ':' and whitespace */
         return -1;
     }
     CCO_SKIP_WS(p, i);
-    if (p[i] != ':') {
+    if (CCO_UNLIKELY(p[i] != ':')) {
         CCO_FAIL(e, CCO_E_COLON, i);
     }
     i++;
