@@ -205,6 +205,25 @@ static Py_ssize_t cco_utf8_range(const unsigned char *p, Py_ssize_t i, Py_ssize_
     return i;
 }
 
+/* 1 when this build checks UTF-8 16 bytes per step (SSE2), 0 when byte by byte */
+#if defined(__SSE2__)
+#define CCO_UTF8_VECTOR 1
+#else
+#define CCO_UTF8_VECTOR 0
+#endif
+
+/* 1 when the UTF-8 runs below may use SSSE3: set by cco_utf8_init at import where the CPU has it (tests may turn
+ * it off); always 0 elsewhere. */
+static int cco_utf8_ssse3 = 0;
+
+static void cco_utf8_init(void)
+{
+#if defined(__GNUC__) && defined(__SSE2__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    cco_utf8_ssse3 = __builtin_cpu_supports("ssse3") ? 1 : 0;
+#endif
+}
+
 #if defined(__SSE2__)
 /* unsigned x >= t, bytewise */
 #define CCO_GE(x, t) _mm_cmpeq_epi8(_mm_max_epu8((x), _mm_set1_epi8((char)(t))), (x))
@@ -236,15 +255,6 @@ static CCO_ALWAYS_INLINE __m128i cco_utf8_errors16(__m128i x, __m128i prev)
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define CCO_UTF8_SSSE3 1
 #include <tmmintrin.h>
-
-/* 1 when the block check below may use SSSE3 (cco_utf8_init, at import; tests may turn it off) */
-static int cco_utf8_ssse3 = 0;
-
-static void cco_utf8_init(void)
-{
-    __builtin_cpu_init();
-    cco_utf8_ssse3 = __builtin_cpu_supports("ssse3") ? 1 : 0;
-}
 
 /* The same rules as cco_utf8_errors16, with three table lookups (pshufb) per 16 bytes instead of a compare per
  * rule. Each rule about a byte and the one before it (prev1) holds for a set of (prev1's high nibble, prev1's low
@@ -334,7 +344,7 @@ static inline Py_ssize_t cco_utf8_run(const unsigned char *p, Py_ssize_t base, P
     return cco_utf8_run_sse2(p, base, n, prev, high);
 }
 
-/* The last block of a body, padded with spaces into tail[64] (base: its offset): 0 when it is UTF-8, else -1. */
+/* The last block of a body, padded with spaces into tail[64]: 0 when it is UTF-8, else -1. */
 static CCO_NOINLINE int cco_utf8_tail(const unsigned char *tail, __m128i *prev, int *high)
 {
     return cco_utf8_run(tail, 0, 64, prev, high) < 0 ? -1 : 0;

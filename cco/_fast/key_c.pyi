@@ -31,7 +31,7 @@ def string_map_accepts(body: bytes) -> bool:
     """Whether the string-end map takes `body` (no control byte, valid escapes, valid UTF-8)."""
 
 def utf8_variants() -> tuple[str, ...]:
-    """How the UTF-8 check can run on this CPU: "ssse3" (default where present) and "sse2"."""
+    """How the UTF-8 check can run on this CPU: "ssse3" (default where present) and "sse2" ("scalar" without SSE2)."""
 
 def use_utf8_variant(name: str) -> None:
     """Selects one of utf8_variants() (tests and benchmarks)."""

@@ -56,6 +56,7 @@ cdef extern from "jscan.h":
     int cco_utf8_check(const unsigned char* p, Py_ssize_t n, CcoError* e) noexcept nogil
     void cco_utf8_init() noexcept nogil
     int cco_utf8_ssse3
+    int CCO_UTF8_VECTOR
 
 EXCLUDED = frozenset({b"stream", b"metadata"})
 
@@ -442,7 +443,9 @@ def string_map_accepts(bytes body):
 
 def utf8_variants():
     """The ways the UTF-8 check runs on this CPU: "ssse3" (table lookups; where the CPU has it, the default) and
-    "sse2" (a compare per rule). For tests and benchmarks."""
+    "sse2" (a compare per rule); "scalar" (byte by byte) in a build without SSE2. For tests and benchmarks."""
+    if not CCO_UTF8_VECTOR:
+        return ("scalar",)
     return ("ssse3", "sse2") if _utf8_ssse3_found else ("sse2",)
 
 
