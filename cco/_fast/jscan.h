@@ -553,8 +553,9 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
         }
     }
     st->carry = 0;
-    if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, backslash), _mm_cmpeq_epi8(v1, backslash)),
-                                       _mm_or_si128(_mm_cmpeq_epi8(v2, backslash), _mm_cmpeq_epi8(v3, backslash))))) {
+    if (CCO_UNLIKELY(_mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v0, backslash), _mm_cmpeq_epi8(v1, backslash)),
+            _mm_or_si128(_mm_cmpeq_epi8(v2, backslash), _mm_cmpeq_epi8(v3, backslash)))))) {  /* most blocks have none */
         backslashes = cco_eq64(v0, v1, v2, v3, backslash) & ~escaped;  /* an escaped backslash escapes nothing */
         while (backslashes) {
             int k = __builtin_ctzll(backslashes);
