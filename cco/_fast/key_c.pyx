@@ -2,15 +2,16 @@
 """Cache key of a JSON request body, compiled (twin of key_py.py; its docstring states the rules).
 
 One pass over the body bytes validates the JSON and records the byte span of each top-level value; nested
-content is only stepped over, never turned into Python objects. The canonical form is then copied once into one
-buffer and hashed with xxh3-128.
+content is only stepped over, never turned into Python objects. The canonical form is then hashed with xxh3-128
+in pieces: short ones gathered in a buffer on the C stack, long values read by the hash where they lie in the body.
 
 Plain bodies (at most MAX_MEMBERS top-level members, each name unescaped ASCII and given once: every request an
 SDK sends) are scanned into a C array of member spans (`scan_members`, also the C interface of key_c.pxd that the
 compiled hit lane keys with, building no Python object per member). Their values are stepped over by jscan.h, in
 C: a string-end map is built for the whole body first (64 bytes per step), then the grammar is walked token by
-token with each string's end found in the map; a body with a control byte or a bad escape anywhere skips each
-string's contents instead (scan.h, 16 bytes per step). Any other body takes the general loop of `_scan_request`,
+token with each string's end found in the map; a body with a control byte, a bad escape or bytes that are not
+UTF-8 anywhere skips each string's contents instead (scan.h, 16 bytes per step). UTF-8 is checked in the map's pass,
+or by itself (cco_utf8_check) where no map was built. Any other body takes the general loop of `_scan_request`,
 which also words the errors.
 """
 cimport cython
@@ -109,14 +110,16 @@ cdef int _canonical_flush(Canonical* c, const char* src, Py_ssize_t size) except
 
 
 cdef int _canonical_piece(Canonical* c, const char* src, Py_ssize_t size) except -1:
-    """Appends one length-prefixed piece (uint32, little-endian on the machines we build for, as key_py's '<I')."""
+    """Appends one length-prefixed piece (uint32, little-endian on the machines we build for, as key_py's '<I'):
+    into the buffer, or for a long value its length there and the value itself, hashed in place, after it."""
     cdef uint32_t length = <uint32_t>size
-    if c.used + 4 + size > CANONICAL_BUFFER:
+    cdef bint in_place = size >= CANONICAL_VIEW
+    if c.used + 4 + (0 if in_place else size) > CANONICAL_BUFFER:
         _canonical_flush(c, c.buffer, c.used)
         c.used = 0
     memcpy(c.buffer + c.used, &length, 4)
     c.used += 4
-    if size >= CANONICAL_VIEW:
+    if in_place:
         _canonical_flush(c, c.buffer, c.used)
         c.used = 0
         _canonical_flush(c, src, size)
