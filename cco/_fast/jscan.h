@@ -446,12 +446,19 @@ static inline Py_ssize_t cco_number_end(const unsigned char *p, Py_ssize_t i, Py
     return i;
 }
 
+/* The word of the string-end map (below) that the last string search ended in: its index (-1 at first) and bits. */
+typedef struct {
+    Py_ssize_t index;
+    uint64_t bits;
+} CcoWord;
+
 /* The per-string variant: each string's contents are skipped by scan.h (16 bytes per step with SSE2). It takes any
  * body, and is the one for bodies the string-end map does not take. */
 static CCO_ALWAYS_INLINE Py_ssize_t cco_skip_string_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
-                                                        const uint64_t *ends, CcoError *e)
+                                                        const uint64_t *ends, CcoError *e, CcoWord *word)
 {
     (void)ends;
+    (void)word;
     for (;;) {
         i = cco_skip_plain(p, i, n);
         if (i >= n) {
@@ -480,16 +487,25 @@ static CCO_ALWAYS_INLINE Py_ssize_t cco_skip_string_end(const unsigned char *p, 
 #define CCO_END_WORDS(n) (((n) + 63) / 64 + 1)
 
 /* p[i - 1] is a string's opening quote: the index after its closing quote, or -1 when the body ends first. The map
- * was built for a body with no control byte and only valid escapes, so the contents need no other check. */
+ * was built for a body with no control byte and only valid escapes, so the contents need no other check. The word
+ * of the map that the last search ended in is kept in *word: the next string mostly starts in it, and is then
+ * found without a load on the path from one string's end to the next (the walk's critical path). */
 static CCO_ALWAYS_INLINE Py_ssize_t cco_map_string_end(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
-                                                       const uint64_t *ends, CcoError *e)
+                                                       const uint64_t *ends, CcoError *e, CcoWord *word)
 {
     Py_ssize_t w = i >> 6;
-    uint64_t bits = ends[w] & (~(uint64_t)0 << (i & 63));
+    uint64_t bits;
     (void)p;
+    if (CCO_UNLIKELY(w != word->index)) {
+        word->index = w;
+        word->bits = ends[w];
+    }
+    bits = word->bits & (~(uint64_t)0 << (i & 63));
     if (CCO_UNLIKELY(bits == 0)) {  /* the end is in a later word (the sentinel word stops the search) */
         while ((bits = ends[++w]) == 0) {
         }
+        word->index = w;
+        word->bits = bits;
     }
     i = (w << 6) + __builtin_ctzll(bits);
     if (i >= n) {

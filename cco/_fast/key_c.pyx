@@ -52,7 +52,7 @@ cdef extern from "jscan.h":
     Py_ssize_t cco_skip_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
                                   CcoError* e) noexcept nogil
     Py_ssize_t cco_skip_string_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
-                                   CcoError* e) noexcept nogil
+                                   CcoError* e, void* word) noexcept nogil
     Py_ssize_t cco_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
     int cco_utf8_check(const unsigned char* p, Py_ssize_t n, CcoError* e) noexcept nogil
     void cco_utf8_init() noexcept nogil
@@ -187,7 +187,7 @@ cdef int _members(const unsigned char* p, Py_ssize_t n, Member* out, const uint6
             if i >= n or p[i] != 34:
                 return -1
             name_start = i + 1
-            i = cco_skip_string_end(p, name_start, n, NULL, &e)
+            i = cco_skip_string_end(p, name_start, n, NULL, &e, NULL)
             if i < 0:
                 return -1
             name_end = i - 1
@@ -350,7 +350,7 @@ cdef _scan_request(bytes body):
             if i >= n or p[i] != 34:
                 _raise(CCO_E_NAME, i)
             name_start = i + 1
-            i = cco_skip_string_end(p, name_start, n, NULL, &e)
+            i = cco_skip_string_end(p, name_start, n, NULL, &e, NULL)
             if i < 0:
                 _raise(e.err, e.pos)
             name_end = i - 1
