@@ -55,8 +55,9 @@ cdef extern from "jscan.h":
                                    CcoError* e, void* word) noexcept nogil
     Py_ssize_t cco_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
     int cco_utf8_check(const unsigned char* p, Py_ssize_t n, CcoError* e) noexcept nogil
-    void cco_utf8_init() noexcept nogil
+    void cco_cpu_init() noexcept nogil
     int cco_utf8_ssse3
+    int cco_map_avx
     int CCO_UTF8_VECTOR
 
 EXCLUDED = frozenset({b"stream", b"metadata"})
@@ -76,8 +77,9 @@ _MESSAGES = {
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
 
-cco_utf8_init()  # the UTF-8 check uses SSSE3 where the CPU has it
+cco_cpu_init()  # the UTF-8 check uses SSSE3, and the string-end map's pass the VEX encoding, where the CPU has them
 cdef int _utf8_ssse3_found = cco_utf8_ssse3
+cdef int _map_avx_found = cco_map_avx
 _xxh3_128 = xxhash.xxh3_128
 
 cdef enum:
@@ -403,16 +405,18 @@ cdef bytes _unescape_name(bytes quoted):
 
 
 def scan_variants():
-    """The ways scan_members finds string ends: "map" (a string-end map per body; the default) and "skip" (each
-    string's contents skipped; always used for bodies the map does not take). For tests and benchmarks."""
-    return ("map", "skip")
+    """The ways scan_members finds string ends: "map" (a string-end map per body; the default), "map-sse2" (the same
+    map built with the SSE2 encoding, where "map" uses the VEX one: only on CPUs with AVX) and "skip" (each string's
+    contents skipped; always used for bodies the map does not take). For tests and benchmarks."""
+    return ("map", "map-sse2", "skip") if _map_avx_found else ("map", "skip")
 
 
 def use_scan_variant(str name):
-    global _string_map
+    global _string_map, cco_map_avx
     if name not in scan_variants():
         raise ValueError(f"scan variant {name!r} is not one of {scan_variants()}")
-    _string_map = name == "map"
+    _string_map = name != "skip"
+    cco_map_avx = 1 if name == "map" and _map_avx_found else 0
 
 
 def plain_member_count(bytes body):
