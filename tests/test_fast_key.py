@@ -220,14 +220,58 @@ def compiled_outcomes(body: bytes) -> dict:
     return found
 
 
-def test_canonical_pieces_around_the_hash_buffer_and_view_sizes():
-    """The compiled key hashes the canonical form in pieces: small ones gathered in an 8 KiB buffer, values of
-    4 KiB or more where they lie in the body. Every way a piece can fall (just under, at and over either size;
-    many small members that overflow the buffer; a long context) gives the pure twin's key, on both the general
-    path (RequestScan.key) and the hit lane's (plain_key)."""
+def test_the_keys_xxh3_equals_the_xxhash_package_at_every_length_and_split():
+    """The compiled key hashes with its own XXH3-128 (xxh3.h), fed piece by piece. Against the xxhash package, for
+    every accumulation kind this CPU runs: every length up to 2,100 bytes (the short inputs the package hashes, the
+    240/241 edge, stripes, the 1,024-byte blocks and their scrambles) and long ones, each split into pieces at
+    random places (pieces that end inside the kept bytes, top them up, or start a stripe that reaches back)."""
+    import xxhash
+
+    c = fast_module("compiled", "key")
+    rng = random.Random(5)
+    lengths = list(range(0, 2100)) + [4095, 4096, 4097, 16_383, 16_384, 16_385, 65_537, 99_000, 250_001]
+    try:
+        for kind in c.xxh3_kinds():
+            c.use_xxh3_kind(kind)
+            for length in lengths:
+                data = rng.randbytes(length)
+                expected = xxhash.xxh3_128_digest(data)
+                assert c.xxh3_128_of_pieces([data]) == expected, (kind, length)
+                cuts = sorted(rng.sample(range(length + 1), min(length + 1, rng.choice([1, 2, 5, 12]))))
+                pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [length])]
+                assert c.xxh3_128_of_pieces(pieces) == expected, (kind, [len(p) for p in pieces])
+            for length in (241, 300, 1100, 5000):  # one byte at a time, and pieces of every size up to 70
+                data = rng.randbytes(length)
+                expected = xxhash.xxh3_128_digest(data)
+                assert c.xxh3_128_of_pieces([bytes([x]) for x in data]) == expected, (kind, length)
+                for size in range(1, 71):
+                    pieces = [data[at:at + size] for at in range(0, length, size)]
+                    assert c.xxh3_128_of_pieces(pieces) == expected, (kind, length, size)
+    finally:
+        c.use_xxh3_kind(c.xxh3_kinds()[0])
+
+
+def test_keys_agree_across_hash_kinds():
+    """The golden corpus keys the same whichever way the compiled hash accumulates (the VEX, SSE2, portable C)."""
+    c = fast_module("compiled", "key")
+    try:
+        for kind in c.xxh3_kinds():
+            c.use_xxh3_kind(kind)
+            for name, body in CORPUS.items():
+                assert c.scan_request(body).key(CONTEXT).hex() == GOLDEN[name], (kind, name)
+                assert c.plain_key(body, CONTEXT) in (None, bytes.fromhex(GOLDEN[name])), (kind, name)
+    finally:
+        c.use_xxh3_kind(c.xxh3_kinds()[0])
+
+
+def test_canonical_pieces_of_every_size_key_like_the_pure_twin():
+    """The compiled key feeds the canonical form to its hash piece by piece: length prefixes, names and values of
+    any size (the old 4 KiB and 8 KiB edges of an earlier buffered design kept as cases), canonical forms of 240
+    bytes or fewer (hashed by the xxhash package) and just over, many small members, a long context. Each gives
+    the pure twin's key, on both the general path (RequestScan.key) and the hit lane's (plain_key)."""
     c = fast_module("compiled", "key")
     bodies = []
-    for size in (0, 1, 4085, 4086, 4087, 4088, 4095, 4096, 4097, 8170, 8179, 8180, 8181, 8192, 12_000, 70_000):
+    for size in (0, 1, 60, 63, 64, 65, 120, 150, 200, 4085, 4096, 4097, 8179, 8192, 12_000, 70_000):
         bodies.append(dumps({"model": "m", "messages": "x" * size, "max_tokens": 1}))
         bodies.append(dumps({"a" * 7: "y" * size, "z": "x" * (size // 2), "model": "m"}))
     for count in (50, 63):  # the buffer fills with small members and is flushed midway

@@ -16,7 +16,7 @@ def scan_request(body: bytes) -> RequestScan:
     """Validates `body` as a JSON object in one pass; raises JsonSyntaxError with the byte position."""
 
 def scan_variants() -> tuple[str, ...]:
-    """How the plain-body path finds string ends: "map" (default) and "skip"."""
+    """How the plain-body path finds string ends: "map" (default), "map-sse2" (CPUs with AVX) and "skip"."""
 
 def use_scan_variant(name: str) -> None:
     """Selects one of scan_variants() (tests and benchmarks)."""
@@ -35,3 +35,12 @@ def utf8_variants() -> tuple[str, ...]:
 
 def use_utf8_variant(name: str) -> None:
     """Selects one of utf8_variants() (tests and benchmarks)."""
+
+def xxh3_kinds() -> tuple[str, ...]:
+    """How the key's xxh3-128 accumulates on this CPU: "avx" (default where present), "sse2", "portable"."""
+
+def use_xxh3_kind(name: str) -> None:
+    """Selects one of xxh3_kinds() (tests and benchmarks)."""
+
+def xxh3_128_of_pieces(pieces: list[bytes]) -> bytes:
+    """xxh3-128 of the joined pieces, fed to the key's hasher one piece at a time (tests)."""

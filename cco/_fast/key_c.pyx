@@ -16,9 +16,8 @@ which also words the errors.
 """
 cimport cython
 from cpython.buffer cimport PyBUF_READ
-from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy
@@ -80,67 +79,43 @@ _xxh3_128_digest = xxhash.xxh3_128_digest
 cco_cpu_init()  # the UTF-8 check uses SSSE3, and the string-end map's pass the VEX encoding, where the CPU has them
 cdef int _utf8_ssse3_found = cco_utf8_ssse3
 cdef int _map_avx_found = cco_map_avx
-_xxh3_128 = xxhash.xxh3_128
 
-cdef enum:
-    CANONICAL_BUFFER = 8192  # the canonical form's small pieces are gathered here before they are hashed
-    CANONICAL_VIEW = 4096    # a value this long or longer is hashed where it lies in the body, never copied
+cdef extern from "xxh3.h":
+    ctypedef struct CcoXxh3:
+        unsigned char keep[256]
+        unsigned kept
+    void cco_xxh3_init() noexcept nogil
+    int cco_xxh3_best_kind() noexcept nogil
+    int cco_xxh3_kind
+    void cco_xxh3_start(CcoXxh3* h) noexcept nogil
+    void cco_xxh3_update(CcoXxh3* h, const unsigned char* src, size_t size) noexcept nogil
+    int cco_xxh3_digest(const CcoXxh3* h, unsigned char* out) noexcept nogil
 
-
-cdef struct Canonical:
-    # The canonical form as it is hashed: one xxh3-128 over the concatenation, fed in pieces (xxh3's streaming
-    # digest equals the one-shot digest), so a 100 KB value is read once, by the hash, instead of copied first.
-    char buffer[CANONICAL_BUFFER]
-    Py_ssize_t used
-    PyObject* hasher  # an xxhash.xxh3_128 once something was flushed (a new reference), else NULL
-
-
-cdef inline void _canonical_start(Canonical* c, bytes context):
-    c.used = 0
-    c.hasher = NULL
-    _canonical_piece(c, <const char*>context, len(context))
+cco_xxh3_init()  # the hash's stripes in the VEX encoding where the CPU has AVX
+cdef int _xxh3_best_kind = cco_xxh3_kind
 
 
-cdef int _canonical_flush(Canonical* c, const char* src, Py_ssize_t size) except -1:
-    """Hashes src[0:size] where it lies (the caller keeps its owner alive)."""
-    if c.hasher == NULL:
-        hasher = _xxh3_128()
-        Py_INCREF(hasher)
-        c.hasher = <PyObject*>hasher
-    (<object>c.hasher).update(PyMemoryView_FromMemory(<char*>src, size, PyBUF_READ))
-    return 0
+# The canonical form is hashed as it is produced: one xxh3-128 over the concatenation of its pieces, fed to xxh3.h
+# from C (a long value is read once, by the hash, where it lies in the body). A form of 240 bytes or fewer (the
+# short algorithms) is whole in the hasher's buffer at the end and is hashed there by the xxhash package.
+
+cdef inline void _canonical_start(CcoXxh3* h, bytes context) noexcept:
+    cco_xxh3_start(h)
+    _canonical_piece(h, <const char*>context, len(context))
 
 
-cdef int _canonical_piece(Canonical* c, const char* src, Py_ssize_t size) except -1:
-    """Appends one length-prefixed piece (uint32, little-endian on the machines we build for, as key_py's '<I'):
-    into the buffer, or for a long value its length there and the value itself, hashed in place, after it."""
+cdef inline void _canonical_piece(CcoXxh3* h, const char* src, Py_ssize_t size) noexcept:
+    """One length-prefixed piece (uint32, little-endian on the machines we build for, as key_py's '<I')."""
     cdef uint32_t length = <uint32_t>size
-    cdef bint in_place = size >= CANONICAL_VIEW
-    if c.used + 4 + (0 if in_place else size) > CANONICAL_BUFFER:
-        _canonical_flush(c, c.buffer, c.used)
-        c.used = 0
-    memcpy(c.buffer + c.used, &length, 4)
-    c.used += 4
-    if in_place:
-        _canonical_flush(c, c.buffer, c.used)
-        c.used = 0
-        _canonical_flush(c, src, size)
-    else:
-        memcpy(c.buffer + c.used, src, size)
-        c.used += size
-    return 0
+    cco_xxh3_update(h, <const unsigned char*>&length, 4)
+    cco_xxh3_update(h, <const unsigned char*>src, size)
 
 
-cdef bytes _canonical_digest(Canonical* c):
-    cdef object hasher
-    if c.hasher == NULL:
-        return _xxh3_128_digest(PyMemoryView_FromMemory(c.buffer, c.used, PyBUF_READ))
-    hasher = <object>c.hasher
-    Py_DECREF(hasher)
-    c.hasher = NULL
-    if c.used:
-        hasher.update(PyMemoryView_FromMemory(c.buffer, c.used, PyBUF_READ))
-    return hasher.digest()
+cdef bytes _canonical_digest(CcoXxh3* h):
+    cdef unsigned char out[16]
+    if cco_xxh3_digest(h, out) < 0:
+        return _xxh3_128_digest(PyMemoryView_FromMemory(<char*>h.keep, h.kept, PyBUF_READ))
+    return PyBytes_FromStringAndSize(<char*>out, 16)
 
 
 cdef int scan_members(const unsigned char* p, Py_ssize_t n, Member* out) noexcept nogil:
@@ -263,7 +238,7 @@ cdef bytes members_key(bytes body, Member* members, int count, bytes context):
     cdef const char* p = PyBytes_AS_STRING(body)
     cdef int order[MAX_MEMBERS]
     cdef int i, j, m
-    cdef Canonical canon
+    cdef CcoXxh3 canon
     for i in range(count):  # insertion sort by name: a request has a handful of members
         j = i
         while j > 0 and name_order(<const unsigned char*>p, &members[i], &members[order[j - 1]]) < 0:
@@ -311,7 +286,7 @@ cdef class RequestScan:
         cdef Py_ssize_t start, end
         cdef bytes name
         cdef const char* src = self.body
-        cdef Canonical canon
+        cdef CcoXxh3 canon
         _canonical_start(&canon, context)
         for name in names:
             if name in EXCLUDED:
@@ -461,3 +436,31 @@ def use_utf8_variant(str name):
     if name not in utf8_variants():
         raise ValueError(f"UTF-8 check {name!r} is not one of {utf8_variants()}")
     cco_utf8_ssse3 = 1 if name == "ssse3" else 0
+
+
+def xxh3_kinds():
+    """The ways xxh3.h accumulates stripes on this CPU, the default first: "avx" (the VEX encoding), "sse2" and
+    "portable" (plain C). For tests and benchmarks."""
+    kinds = ("avx", "sse2", "portable")
+    return kinds[2 - _xxh3_best_kind:]
+
+
+def use_xxh3_kind(str name):
+    global cco_xxh3_kind
+    if name not in xxh3_kinds():
+        raise ValueError(f"xxh3 kind {name!r} is not one of {xxh3_kinds()}")
+    cco_xxh3_kind = {"avx": 2, "sse2": 1, "portable": 0}[name]
+
+
+def xxh3_128_of_pieces(list pieces):
+    """The xxh3-128 digest of the concatenated pieces, fed to the key's hasher one by one (for tests: it must equal
+    xxhash.xxh3_128_digest of the joined bytes, whatever the split)."""
+    cdef CcoXxh3 h
+    cdef bytes piece
+    cdef unsigned char out[16]
+    cco_xxh3_start(&h)
+    for piece in pieces:
+        cco_xxh3_update(&h, <const unsigned char*>PyBytes_AS_STRING(piece), len(piece))
+    if cco_xxh3_digest(&h, out) < 0:
+        return _xxh3_128_digest(PyMemoryView_FromMemory(<char*>h.keep, h.kept, PyBUF_READ))
+    return PyBytes_FromStringAndSize(<char*>out, 16)
