@@ -460,6 +460,16 @@ def test_the_twins_share_the_nesting_limit_exactly():
     for body in bodies:
         expected = outcome_and_message(c, body)
         assert outcome_and_message(key_py, body) == expected, body[:40]
+    # a string never closed, brackets after or inside it, deep enough for the recursion limit: the string is the
+    # error, at the byte the body ends (each twin in its own words for a body that ends early), unless a container
+    # past the limit comes before it
+    for body, first in ((b'{"x":' + b"[" * 1000 + b'"abc' + b"[" * 100, "unterminated"),
+                        (b'{"x":' + b"[" * 1020 + b'"a[[[[[[[[[[bc', "unterminated"),
+                        (b'{"x":' + b"[" * 1000 + b'"a\\"b[[' + b"[" * 100, "unterminated"),
+                        (b'{"x":' + b"[" * 1030 + b'"abc[[', "nesting too deep")):
+        compiled, pure = outcome_and_message(c, body), outcome_and_message(key_py, body)
+        assert first in compiled[0] and compiled[1] == pure[1], (compiled, pure)
+        assert ("nesting too deep" in pure[0]) == (first == "nesting too deep"), pure
     assert sys.getrecursionlimit() == limit
 
 

@@ -78,7 +78,8 @@ def scan_request(body: bytes) -> RequestScan:
 
 # Open containers allowed below the top-level object (the compiled scanner's CCO_MAX_DEPTH)
 MAX_DEPTH = 1024
-_BRACKETS_AND_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"|[][{}]', re.DOTALL)
+# a string, a quote that opens a string the body never closes, or a bracket
+_BRACKETS_AND_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"|"|[][{}]', re.DOTALL)
 
 
 def _decode(body: bytes) -> dict:
@@ -125,10 +126,13 @@ def _fail_before(body: bytes, at: int) -> dict:
 
 
 def _too_deep_at(body: bytes) -> int:
-    """The byte of the first container opened more than MAX_DEPTH below the top level (strings skipped), or -1."""
+    """The byte of the first container opened more than MAX_DEPTH below the top level (strings skipped), or -1,
+    also when a string that is never closed comes first (that is the error, as for the compiled scanner)."""
     depth = 0
     for match in _BRACKETS_AND_STRINGS.finditer(body):
         token = match.group()
+        if token == b'"':
+            return -1
         if token in (b"{", b"["):
             depth += 1
             if depth > MAX_DEPTH + 1:
