@@ -112,18 +112,11 @@ member:  /* in an object, at a member name (or whitespace before it): the name, 
 
 object_next:  /* after a member's value: ',' and the next member, or the object's end */
     c = p[i];
+    if (CCO_UNLIKELY(c != ',' && c != '}')) {
+        CCO_SKIP_WS(p, i);
+        c = p[i];
+    }
     if (CCO_LIKELY(c == ',')) {
-        i++;
-        goto member;
-    }
-    if (c == '}') {
-        depth--;
-        i++;
-        goto after_value;
-    }
-    CCO_SKIP_WS(p, i);
-    c = p[i];
-    if (c == ',') {
         i++;
         goto member;
     }
@@ -154,18 +147,11 @@ element:  /* in an array, at an element (or whitespace before it) */
 
 array_next:  /* after an element: ',' and the next element, or the array's end */
     c = p[i];
+    if (CCO_UNLIKELY(c != ',' && c != ']')) {
+        CCO_SKIP_WS(p, i);
+        c = p[i];
+    }
     if (CCO_LIKELY(c == ',')) {
-        i++;
-        goto element;
-    }
-    if (c == ']') {
-        depth--;
-        i++;
-        goto after_value;
-    }
-    CCO_SKIP_WS(p, i);
-    c = p[i];
-    if (c == ',') {
         i++;
         goto element;
     }
