@@ -266,13 +266,26 @@ static inline uint64_t cco_xxh3_avalanche(uint64_t x)
     return x ^ (x >> 32);
 }
 
+/* The 128-bit product of a and b, its halves XORed */
+static inline uint64_t cco_mul128_fold64(uint64_t a, uint64_t b)
+{
+#if defined(__SIZEOF_INT128__) && !defined(CCO_XXH3_NO_INT128)
+    __uint128_t product = (__uint128_t)a * b;
+    return (uint64_t)product ^ (uint64_t)(product >> 64);
+#else  /* from 32 x 32 -> 64 products, where the compiler has no 128-bit type */
+    uint64_t low = (a & 0xFFFFFFFFULL) * (b & 0xFFFFFFFFULL), mid1 = (a >> 32) * (b & 0xFFFFFFFFULL);
+    uint64_t mid2 = (a & 0xFFFFFFFFULL) * (b >> 32), high = (a >> 32) * (b >> 32);
+    uint64_t cross = (low >> 32) + (mid1 & 0xFFFFFFFFULL) + mid2;
+    return ((cross << 32) | (low & 0xFFFFFFFFULL)) ^ (high + (mid1 >> 32) + (cross >> 32));
+#endif
+}
+
 static inline uint64_t cco_xxh3_merge(const uint64_t *acc, const unsigned char *key, uint64_t start)
 {
     uint64_t result = start;
     for (int i = 0; i < 4; i++) {
-        __uint128_t product = (__uint128_t)(acc[2 * i] ^ cco_read64(key + 16 * i))
-                              * (acc[2 * i + 1] ^ cco_read64(key + 16 * i + 8));
-        result += (uint64_t)product ^ (uint64_t)(product >> 64);
+        result += cco_mul128_fold64(acc[2 * i] ^ cco_read64(key + 16 * i),
+                                    acc[2 * i + 1] ^ cco_read64(key + 16 * i + 8));
     }
     return cco_xxh3_avalanche(result);
 }
