@@ -1,5 +1,6 @@
 /* One variant of the value scanner; jscan.h includes this file once per variant, with CCO_V(name) naming its
- * functions and CCO_V(string_end)(p, i, n, ends, e, word) defined before. No include guard on purpose.
+ * functions, CCO_V_TARGET its function attributes (a target ISA, or nothing) and CCO_V(string_end)(p, i, n, ends,
+ * e, word) defined before. No include guard on purpose.
  *
  * A state machine over the grammar, so that the kind of the open container is known from where the code is and
  * the stack is read only when one closes: `member` and `object_next` run inside an object, `element` and
@@ -8,8 +9,8 @@
  * whitespace only when that fails, so an SDK's body costs one compare per token. p[n] must be readable and 0 (a
  * bytes object's buffer is): the NUL matches no token, so whitespace runs and token checks need no bounds test. */
 
-static Py_ssize_t CCO_V(value_end)(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, const uint64_t *ends,
-                                   CcoError *e)
+CCO_V_TARGET static Py_ssize_t CCO_V(value_end)(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
+                                                const uint64_t *ends, CcoError *e)
 {
     unsigned char stack[CCO_MAX_DEPTH];  /* the closing byte of each open container */
     int depth = 0;

@@ -16,7 +16,7 @@ def scan_request(body: bytes) -> RequestScan:
     """Validates `body` as a JSON object in one pass; raises JsonSyntaxError with the byte position."""
 
 def scan_variants() -> tuple[str, ...]:
-    """How the plain-body path finds string ends: "map" (default), "map-sse2" (CPUs with AVX) and "skip"."""
+    """How the plain-body path finds string ends: "map" (default), "map-sse2" (CPUs with AVX, BMI1, BMI2) and "skip"."""
 
 def use_scan_variant(name: str) -> None:
     """Selects one of scan_variants() (tests and benchmarks)."""

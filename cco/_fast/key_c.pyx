@@ -46,8 +46,8 @@ cdef extern from "jscan.h":
         CCO_E_UTF8
     Py_ssize_t CCO_END_WORDS(Py_ssize_t n) noexcept nogil
     int cco_string_ends(const unsigned char* p, Py_ssize_t n, uint64_t* ends) noexcept nogil
-    Py_ssize_t cco_map_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
-                                 CcoError* e) noexcept nogil
+    Py_ssize_t cco_map_walk(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
+                            CcoError* e) noexcept nogil
     Py_ssize_t cco_skip_value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
                                   CcoError* e) noexcept nogil
     Py_ssize_t cco_skip_string_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, const uint64_t* ends,
@@ -76,7 +76,7 @@ _MESSAGES = {
 
 _xxh3_128_digest = xxhash.xxh3_128_digest
 
-cco_cpu_init()  # the UTF-8 check uses SSSE3, and the string-end map's pass the VEX encoding, where the CPU has them
+cco_cpu_init()  # SSSE3 for the UTF-8 check, AVX/BMI1/BMI2 for the string-end map and its walk, where the CPU has them
 cdef int _utf8_ssse3_found = cco_utf8_ssse3
 cdef int _map_avx_found = cco_map_avx
 
@@ -182,7 +182,7 @@ cdef int _members(const unsigned char* p, Py_ssize_t n, Member* out, const uint6
                 return -1
             start = cco_ws(p, i + 1, n)
             if ends != NULL:
-                i = cco_map_value_end(p, start, n, ends, &e)
+                i = cco_map_walk(p, start, n, ends, &e)
             else:
                 i = cco_skip_value_end(p, start, n, NULL, &e)
             if i < 0:
@@ -381,8 +381,9 @@ cdef bytes _unescape_name(bytes quoted):
 
 def scan_variants():
     """The ways scan_members finds string ends: "map" (a string-end map per body; the default), "map-sse2" (the same
-    map built with the SSE2 encoding, where "map" uses the VEX one: only on CPUs with AVX) and "skip" (each string's
-    contents skipped; always used for bodies the map does not take). For tests and benchmarks."""
+    map and walk built for baseline x86-64, where "map" uses AVX, BMI1 and BMI2: only on CPUs that have them) and
+    "skip" (each string's contents skipped; always used for bodies the map does not take). For tests and
+    benchmarks."""
     return ("map", "map-sse2", "skip") if _map_avx_found else ("map", "skip")
 
 
