@@ -6,9 +6,9 @@ The bodies: benchmarks/payloads.py's 1 KB and 100 KB Claude Code requests, and a
 
 Prints the median µs per key over the repeats, for each implementation and body: the general path's
 `scan_request(body).key(context)`, compiled for each of its ways of finding string ends (key_c.scan_variants:
-"map", the default; "map-sse2", the same map built without the AVX encoding, on CPUs that have AVX; and "skip"),
-and the compiled hit lane's key (key_c.plain_key: the same scan and key with no
-Python object per member).
+"map", the default; "map-sse2", the same map and walk built for baseline x86-64, on CPUs with AVX, BMI1 and
+BMI2; and "skip"), and the compiled hit lane's key (key_c.plain_key: the same scan and key with no Python object
+per member).
 """
 
 from __future__ import annotations
