@@ -3,7 +3,7 @@
 
 One pass over the body bytes validates the JSON and records the byte span of each top-level value; nested
 content is only stepped over, never turned into Python objects. The canonical form is then hashed with xxh3-128
-in pieces: short ones gathered in a buffer on the C stack, long values read by the hash where they lie in the body.
+(xxh3.h) as it is produced, piece by piece from C: long values are read by the hash where they lie in the body.
 
 Plain bodies (at most MAX_MEMBERS top-level members, each name unescaped ASCII and given once: every request an
 SDK sends) are scanned into a C array of member spans (`scan_members`, also the C interface of key_c.pxd that the
@@ -20,7 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp
 
 import xxhash
 
@@ -85,7 +85,6 @@ cdef extern from "xxh3.h":
         unsigned char keep[256]
         unsigned kept
     void cco_xxh3_init() noexcept nogil
-    int cco_xxh3_best_kind() noexcept nogil
     int cco_xxh3_kind
     void cco_xxh3_start(CcoXxh3* h) noexcept nogil
     void cco_xxh3_update(CcoXxh3* h, const unsigned char* src, size_t size) noexcept nogil
@@ -458,10 +457,7 @@ def xxh3_128_of_pieces(list pieces):
     xxhash.xxh3_128_digest of the joined bytes, whatever the split)."""
     cdef CcoXxh3 h
     cdef bytes piece
-    cdef unsigned char out[16]
     cco_xxh3_start(&h)
     for piece in pieces:
         cco_xxh3_update(&h, <const unsigned char*>PyBytes_AS_STRING(piece), len(piece))
-    if cco_xxh3_digest(&h, out) < 0:
-        return _xxh3_128_digest(PyMemoryView_FromMemory(<char*>h.keep, h.kept, PyBUF_READ))
-    return PyBytes_FromStringAndSize(<char*>out, 16)
+    return _canonical_digest(&h)

@@ -162,16 +162,22 @@ __attribute__((target("avx"))) CCO_XXH3_PLAIN_LOOP static void cco_xxh3_stripes_
 #endif
 #endif
 
+/* One stripe into the accumulators, in plain C: acc[lane ^ 1] += data; acc[lane] += low32(data ^ key) *
+ * high32(data ^ key). The portable loop's step, and the digest's last stripe on every kind. */
+static inline void cco_xxh3_stripe_scalar(uint64_t *acc, const unsigned char *src, const unsigned char *key)
+{
+    for (int lane = 0; lane < 8; lane++) {
+        uint64_t data = cco_read64(src + 8 * lane), mixed = data ^ cco_read64(key + 8 * lane);
+        acc[lane ^ 1] += data;
+        acc[lane] += (mixed & 0xFFFFFFFFULL) * (mixed >> 32);
+    }
+}
+
 static void cco_xxh3_stripes_scalar(uint64_t *acc, const unsigned char *src, size_t count, unsigned *stripes)
 {
     unsigned s = *stripes;
     for (size_t k = 0; k < count; k++, src += CCO_XXH3_STRIPE) {
-        const unsigned char *key = cco_xxh3_secret + 8 * s;
-        for (int lane = 0; lane < 8; lane++) {
-            uint64_t data = cco_read64(src + 8 * lane), mixed = data ^ cco_read64(key + 8 * lane);
-            acc[lane ^ 1] += data;
-            acc[lane] += (mixed & 0xFFFFFFFFULL) * (mixed >> 32);
-        }
+        cco_xxh3_stripe_scalar(acc, src, cco_xxh3_secret + 8 * s);
         if (++s == CCO_XXH3_STRIPES_PER_BLOCK) {
             for (int lane = 0; lane < 8; lane++) {
                 uint64_t a = acc[lane];
@@ -312,12 +318,7 @@ static int cco_xxh3_digest(const CcoXxh3 *h, unsigned char out[16])
         memcpy(last, h->last + h->kept, CCO_XXH3_STRIPE - h->kept);
         memcpy(last + CCO_XXH3_STRIPE - h->kept, h->keep, h->kept);
     }
-    /* the last stripe: the secret at 192 - 64 - 7, no scramble */
-    for (int lane = 0; lane < 8; lane++) {
-        uint64_t data = cco_read64(last + 8 * lane), mixed = data ^ cco_read64(cco_xxh3_secret + 121 + 8 * lane);
-        acc[lane ^ 1] += data;
-        acc[lane] += (mixed & 0xFFFFFFFFULL) * (mixed >> 32);
-    }
+    cco_xxh3_stripe_scalar(acc, last, cco_xxh3_secret + 192 - 64 - 7);  /* the last stripe: no scramble */
     low = cco_xxh3_merge(acc, cco_xxh3_secret + 11, h->total * CCO_PRIME64_1);
     high = cco_xxh3_merge(acc, cco_xxh3_secret + 192 - 64 - 11, ~(h->total * CCO_PRIME64_2));
     for (int i = 0; i < 8; i++) {
