@@ -136,6 +136,25 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int, name: str) -> float:
+    """CPU time of the threads of `pid` whose OS name (/proc/<pid>/task/<tid>/comm) is `name`; 0 when none."""
+    ticks = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            if head.split("(", 1)[1] == name:
+                fields = rest.split()
+                ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / CLK_TCK
+
+
 def peak_rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:

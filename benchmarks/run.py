@@ -30,12 +30,15 @@ sys.path.insert(0, str(HERE))
 import payloads  # noqa: E402
 import wrkrun  # noqa: E402
 from procutil import (Procs, free_port, http_request, peak_rss_mb,  # noqa
-                      resolve_cmd, tail, tree_cpu_seconds, tree_pids,
+                      resolve_cmd, tail, thread_cpu_seconds, tree_cpu_seconds, tree_pids,
                       wait_ready)
 
 HEADERS = ["content-type: application/json", "x-api-key: sk-bench",
            "anthropic-version: 2023-06-01"]
 PATH = "/v1/messages"
+# The OS name of the proxy's analytics writer thread (cco.analytics.writer.OS_THREAD_NAME; the harness does not
+# import the proxy, which another command may start).
+ANALYTICS_THREAD = "cco-analytics"
 
 # name: (target, payload, distinct bodies?, baseline row for the ratios)
 ROWS = {
@@ -158,10 +161,12 @@ class Bench:
             self.load(port, payload, distinct, self.args.warmup)
         cpu0, mock0 = tree_cpu_seconds(server.pid), tree_cpu_seconds(
             self.mock.pid)
+        writer0 = thread_cpu_seconds(server.pid, ANALYTICS_THREAD)
         up0 = self.mock_requests()
         res = self.load(port, payload, distinct, self.args.duration)
         cpu1, mock1 = tree_cpu_seconds(server.pid), tree_cpu_seconds(
             self.mock.pid)
+        writer1 = thread_cpu_seconds(server.pid, ANALYTICS_THREAD)
         up1 = self.mock_requests()
         if server.poll() is not None:
             log = self.tmp / ("mock.log" if target == "direct" else "proxy.log")
@@ -178,6 +183,9 @@ class Bench:
             # POSTs the mock saw: == requests for pass-through, ~0 for hits
             "upstream_requests": up1 - up0,
             "server_cpu_us_per_req": round((cpu1 - cpu0) * 1e6 / n, 1),
+            # the part of it spent by the proxy's analytics thread (the ledger's SQLite writes)
+            "analytics_cpu_us_per_req": (round((writer1 - writer0) * 1e6 / n, 1)
+                                         if target == "proxy" else None),
             "mock_cpu_us_per_req": round((mock1 - mock0) * 1e6 / n, 1),
             "proxy_peak_rss_mb": None, "proxy_tree_peak_rss_mb": None,
             "load": res,
@@ -206,7 +214,7 @@ def add_ratios(rows: list[dict]) -> None:
 
 def table(rows: list[dict]) -> str:
     head = ("| row | req/s | p50 ms | p90 ms | p99 ms | err | non-2xx | "
-            "upstream req | CPU µs/req | proxy RSS MB | req/s ×direct | "
+            "upstream req | CPU µs/req | of it analytics | proxy RSS MB | req/s ×direct | "
             "p50 ×direct | p99 ×direct |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -214,7 +222,9 @@ def table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join(str(x) for x in (
             r["row"], f"{r['rps']:,.0f}", lat["p50"], lat["p90"], lat["p99"],
             r["errors"], r["non_2xx"], r["upstream_requests"],
-            r["server_cpu_us_per_req"], r["proxy_peak_rss_mb"] or "–",
+            r["server_cpu_us_per_req"],
+            "–" if r.get("analytics_cpu_us_per_req") is None else r["analytics_cpu_us_per_req"],
+            r["proxy_peak_rss_mb"] or "–",
             v.get("rps", "–"), v.get("p50", "–"),
             v.get("p99", "–"))) + " |")
     return "\n".join(lines)

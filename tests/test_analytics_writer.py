@@ -564,3 +564,16 @@ def test_without_the_writers_checkpoint_the_wal_only_grows(db: Path, writers, mo
     time.sleep(0.2)
     assert db.stat().st_size == before
     assert Path(f"{db}-wal").stat().st_size > 100_000
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread names are read from Linux's /proc")
+def test_the_writer_thread_is_named_in_the_os(db: Path, writers) -> None:
+    """benchmarks/run.py tells the analytics thread's CPU from the event loop's by this name (`top -H` shows it)."""
+    w = writers(db)
+    w.start()
+    native_id = w._thread.native_id
+    assert (Path(f"/proc/self/task/{native_id}/comm").read_text().strip() == writer_mod.OS_THREAD_NAME
+            == "cco-analytics")
+    # the calling thread keeps its own name
+    assert (Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+            != writer_mod.OS_THREAD_NAME)
