@@ -262,7 +262,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         lane = self.lane
         if (lane is not None and self.task is None and not self.queue and not self.closed_by_us
-                and parser.should_keep_alive() and not self.registry.draining):
+                and parser.should_keep_alive() and not self.registry.draining and not lane.declined(body)):
             if lane.serve(parser.get_method(), self._url, self._headers, body, time.perf_counter(), self.transport):
                 self._headers = []
                 self.requests_served += 1

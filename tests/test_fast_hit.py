@@ -114,6 +114,9 @@ class Spy:
         self.served.append(self.lane.serve(*args))
         return self.served[-1]
 
+    def declined(self, body):
+        return self.lane.declined(body)
+
     def reuse_scan(self, body):
         return self.lane.reuse_scan(body)
 
@@ -210,6 +213,29 @@ def test_lane_declines_what_it_does_not_own(setup, data):
     handled = run(go)
     assert spy.answered == [0] and spy.served in ([False], [])  # declined (or, for a broken request, never offered)
     assert handled  # and the general path took it: answered, or sent it upstream
+
+
+def test_a_miss_read_whole_is_offered_to_the_lane_once(setup):
+    """serve_data declines a miss it read whole; httptools then parses it, and the lane is not asked again (it
+    would scan, key and look the body up a second time): the general path takes the lane's scan and key."""
+    s, _ = setup
+    spy = Spy(s.lane)
+    miss = request(body=BODY.replace(b"hello lane", b"another prompt"))
+
+    async def go():
+        s.exchange(request(), lane=True)  # settle
+        conn, transport = s.connection(lane=True)
+        conn.lane = spy
+        conn.data_received(miss)
+        forwarded = conn.task is not None
+        reused = s.lane.last_body is None and s.lane.last_scan is None  # both taken by the general path
+        conn.connection_lost(None)
+        await asyncio.sleep(0)
+        return forwarded, reused
+
+    forwarded, reused = run(go)
+    assert spy.answered == [0] and spy.served == []
+    assert forwarded and reused
 
 
 def test_lane_declines_when_overrides_are_enabled(impl, tmp_path):

@@ -346,6 +346,9 @@ cdef class HitLane:
         self.last_key = None
         self.row_memo = None
 
+    def declined(self, bytes body):
+        return self.last_body is not None and (self.last_body is body or self.last_body == body)
+
     def reuse_scan(self, bytes body):
         if self.last_body is not None and (self.last_body is body or self.last_body == body):
             self.last_body = None

@@ -112,6 +112,12 @@ class HitLane:
         self.last_context = None
         self.last_key = None
 
+    def declined(self, body: bytes) -> bool:
+        """Whether the lane has just declined `body` (its scan waits for the general path): when `serve_data`
+        declined a request that httptools then parses whole, offering it to `serve` again would only redo the
+        scan, the key and the lookup of a miss."""
+        return self.last_body is not None and (self.last_body is body or self.last_body == body)
+
     def reuse_scan(self, body: bytes):
         """The scan of `body` if the lane just made it (the same bytes, from `serve` or `serve_data`), else None."""
         if self.last_body is not None and (self.last_body is body or self.last_body == body):
