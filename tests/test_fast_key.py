@@ -393,6 +393,42 @@ def test_a_control_byte_or_bad_escape_anywhere_leaves_the_map_to_skipping():
     assert set(compiled_outcomes(broken).values()) == {("invalid", -1)}
 
 
+def map_accepts(body: bytes) -> set[bool]:
+    """string_map_accepts under each build of the map (AVX and baseline where the CPU has both)."""
+    c = fast_module("compiled", "key")
+    try:
+        found = set()
+        for variant in c.scan_variants():
+            if variant != "skip":
+                c.use_scan_variant(variant)
+                found.add(c.string_map_accepts(body))
+        return found
+    finally:
+        c.use_scan_variant("map")
+
+
+@pytest.mark.parametrize("tail", [b"\n", b"\r\n", b" \t\r\n", b"\n" * 70, b" " * 63 + b"\n", b"\t" * 130])
+def test_trailing_whitespace_keeps_the_string_end_map(tail):
+    """A body written with a final newline (or any run of JSON whitespace after its value) keeps the map: its
+    control bytes are in no string. The run is placed across every block edge. A raw control byte anywhere before
+    it still leaves the body to the other variant, which rejects it; a last string that never ends, the run
+    inside it, is rejected by the walk over the map (it finds no closing quote)."""
+    base = dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    for pad in range(0, 140):
+        body = base[:-4] + b"y" * pad + base[-4:]  # the value grows inside its last string
+        wide = body + tail
+        assert map_accepts(wide) == {True}, (pad, wide)
+        found = compiled_outcomes(wide)
+        assert set(found.values()) == {(outcome(key_py, wide), 2)} and outcome(key_py, wide) == outcome(key_py, body)
+        for bad in (body[:-4] + b"\x07" + body[-4:] + tail,  # a control byte in the last string
+                    body[:-4] + tail + body[-4:]):  # the run inside the string, before its quote
+            assert map_accepts(bad) == {False}, (pad, bad)
+            assert set(compiled_outcomes(bad).values()) == {("invalid", -1)} and outcome(key_py, bad) == "invalid"
+        never_ends = body[:-4] + tail  # the map takes it (its run holds no quote); the walk finds no string end
+        assert set(compiled_outcomes(never_ends).values()) == {("invalid", -1)}
+        assert outcome(key_py, never_ends) == "invalid"
+
+
 def test_a_body_larger_than_the_stack_map():
     """Past 128 KiB the map lives on the heap."""
     body = dumps(claude_code_request(turns=1500))

@@ -565,8 +565,19 @@ typedef struct {
     uint64_t carry;         /* 1: the next block's first byte is escaped by this block's last */
     Py_ssize_t checked_to;  /* escapes before this were validated with the one before them */
     Py_ssize_t utf8_to;     /* the blocks before this were checked as UTF-8 by one run (cco_utf8_run) */
+    Py_ssize_t trailing;    /* where the body's trailing run of JSON whitespace starts (n when there is none) */
     CcoError error;         /* not reported: the per-string variant words it */
 } CcoEndsState;
+
+/* Bits of the 64 bytes v0..v3 that are control bytes (below 0x20). */
+static CCO_ALWAYS_INLINE uint64_t cco_control64(__m128i v0, __m128i v1, __m128i v2, __m128i v3)
+{
+    uint64_t a = (unsigned)_mm_movemask_epi8(CCO_LT(v0, 0x20));
+    uint64_t b = (unsigned)_mm_movemask_epi8(CCO_LT(v1, 0x20));
+    uint64_t d = (unsigned)_mm_movemask_epi8(CCO_LT(v2, 0x20));
+    uint64_t e = (unsigned)_mm_movemask_epi8(CCO_LT(v3, 0x20));
+    return a | (b << 16) | (d << 32) | (e << 48);
+}
 
 /* One 64-byte block at q (body offset base): its word of the map, or -1 for a control byte, an invalid escape or a
  * byte sequence that is not UTF-8. */
@@ -587,7 +598,13 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
                                                                               _mm_or_si128(v2, v3))))
                          | *utf8_high, 0)) {
         if (_mm_movemask_epi8(control)) {
-            return -1;
+            /* Refused, unless every control byte is in the body's trailing whitespace (a body written with a final
+             * newline): no string can hold those, since a string open there never ends and the walk rejects it. */
+            uint64_t allowed = base + 64 <= st->trailing ? 0
+                               : base >= st->trailing ? ~(uint64_t)0 : ~(uint64_t)0 << (st->trailing - base);
+            if (cco_control64(v0, v1, v2, v3) & ~allowed) {
+                return -1;
+            }
         }
         if (base >= st->utf8_to) {  /* not yet checked with a run of blocks before it */
             if (q == p + base) {
@@ -627,8 +644,9 @@ static CCO_ALWAYS_INLINE int cco_ends_block(const unsigned char *q, const unsign
 #endif
 
 /* Builds the string-end map of p[0..n) into ends (CCO_END_WORDS(n) words). Returns 0, or -1 when the body has a
- * control byte, an invalid escape or a byte sequence that is not UTF-8 anywhere (or SSE2 is missing): the
- * per-string variant then scans it, and cco_utf8_check words a UTF-8 error. A body it maps is valid UTF-8.
+ * control byte (other than in the whitespace it ends with), an invalid escape or a byte sequence that is not UTF-8
+ * anywhere (or SSE2 is missing): the per-string variant then scans it, and cco_utf8_check words a UTF-8 error. A
+ * body it maps is valid UTF-8.
  *
  * A backslash escapes the byte after it unless it is itself escaped; escapes are validated here (each \uXXXX with
  * its surrogate rule), in order. Backslashes outside strings get the same treatment: such a body is invalid and
@@ -644,6 +662,11 @@ static CCO_ALWAYS_INLINE int cco_string_ends_body(const unsigned char *p, Py_ssi
     st.carry = 0;
     st.checked_to = 0;
     st.utf8_to = 0;
+    st.trailing = n;
+    while (st.trailing > 0 && (p[st.trailing - 1] == ' ' || p[st.trailing - 1] == '\n' || p[st.trailing - 1] == '\r'
+                               || p[st.trailing - 1] == '\t')) {
+        st.trailing--;
+    }
     utf8_prev = _mm_setzero_si128();
     utf8_high = 0;
     for (base = 0; base + 64 <= n; base += 64) {
