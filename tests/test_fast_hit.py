@@ -238,6 +238,22 @@ def test_a_miss_read_whole_is_offered_to_the_lane_once(setup):
     assert forwarded and reused
 
 
+def test_a_declined_body_is_kept_under_the_object_the_general_path_holds(setup):
+    """declined() rebinds the kept scan to the body httptools built, so that reuse_scan matches it by identity
+    (a 100 KB body would otherwise be compared twice)."""
+    s, impl = setup
+    lane = s.lane
+    miss = BODY.replace(b"hello lane", b"another prompt")
+    assert lane.serve_data(request(body=miss), FakeTransport(), Limits()) == 0
+    kept = lane.last_body
+    again = bytes(bytearray(miss))  # equal bytes, another object: as httptools makes it
+    assert kept == again and kept is not again
+    assert lane.declined(again) and lane.last_body is again
+    scan = lane.reuse_scan(again)
+    assert scan is not None and scan.key(b"x") == fast_module(impl, "key").scan_request(miss).key(b"x")
+    assert not lane.declined(again) and lane.reuse_scan(again) is None  # taken once
+
+
 def test_lane_declines_when_overrides_are_enabled(impl, tmp_path):
     async def go():
         s = Setup(impl, tmp_path, overrides='[overrides]\nenabled = true\nrules = []\n')

@@ -347,7 +347,11 @@ cdef class HitLane:
         self.row_memo = None
 
     def declined(self, bytes body):
-        return self.last_body is not None and (self.last_body is body or self.last_body == body)
+        last = self.last_body
+        if last is not None and (last is body or last == body):
+            self.last_body = body
+            return True
+        return False
 
     def reuse_scan(self, bytes body):
         if self.last_body is not None and (self.last_body is body or self.last_body == body):

@@ -115,8 +115,13 @@ class HitLane:
     def declined(self, body: bytes) -> bool:
         """Whether the lane has just declined `body` (its scan waits for the general path): when `serve_data`
         declined a request that httptools then parses whole, offering it to `serve` again would only redo the
-        scan, the key and the lookup of a miss."""
-        return self.last_body is not None and (self.last_body is body or self.last_body == body)
+        scan, the key and the lookup of a miss. The scan is then kept under this very `body` object, so that
+        `reuse_scan` finds it without comparing the bytes again."""
+        last = self.last_body
+        if last is not None and (last is body or last == body):
+            self.last_body = body
+            return True
+        return False
 
     def reuse_scan(self, body: bytes):
         """The scan of `body` if the lane just made it (the same bytes, from `serve` or `serve_data`), else None."""
