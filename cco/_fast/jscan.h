@@ -4,8 +4,8 @@
  *
  * Two variants share the grammar (jscan_variant.h) and differ in how a string's end is found: by a bit search in
  * a string-end map built for the whole body first (cco_string_ends, then cco_map_walk; bodies without control
- * bytes, so every compact JSON an SDK sends), or by skipping each string's contents (scan.h; any body, and the one
- * that words errors for the general loop). The map and its walk are also built for CPUs with AVX, BMI1 and BMI2,
+ * bytes but for the whitespace they may end with, so every compact JSON an SDK or a script sends), or by skipping
+ * each string's contents (scan.h; any body, and the one that words errors for the general loop). The map and its walk are also built for CPUs with AVX, BMI1 and BMI2,
  * chosen at import (cco_cpu_init).
  */
 #ifndef CCO_JSCAN_H
