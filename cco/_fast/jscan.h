@@ -551,14 +551,17 @@ static Py_ssize_t cco_map_walk(const unsigned char *p, Py_ssize_t i, Py_ssize_t 
 }
 
 #if defined(__SSE2__)
+/* The 64 bits of four 16-byte compare results (all-ones bytes where true), first byte lowest. */
+static CCO_ALWAYS_INLINE uint64_t cco_mask64(__m128i m0, __m128i m1, __m128i m2, __m128i m3)
+{
+    return (uint64_t)(unsigned)_mm_movemask_epi8(m0) | ((uint64_t)(unsigned)_mm_movemask_epi8(m1) << 16)
+           | ((uint64_t)(unsigned)_mm_movemask_epi8(m2) << 32) | ((uint64_t)(unsigned)_mm_movemask_epi8(m3) << 48);
+}
+
 /* Bits of the 64 bytes v0..v3 equal to c. */
 static CCO_ALWAYS_INLINE uint64_t cco_eq64(__m128i v0, __m128i v1, __m128i v2, __m128i v3, __m128i c)
 {
-    uint64_t a = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v0, c));
-    uint64_t b = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v1, c));
-    uint64_t d = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v2, c));
-    uint64_t e = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v3, c));
-    return a | (b << 16) | (d << 32) | (e << 48);
+    return cco_mask64(_mm_cmpeq_epi8(v0, c), _mm_cmpeq_epi8(v1, c), _mm_cmpeq_epi8(v2, c), _mm_cmpeq_epi8(v3, c));
 }
 
 typedef struct {
@@ -572,11 +575,7 @@ typedef struct {
 /* Bits of the 64 bytes v0..v3 that are control bytes (below 0x20). */
 static CCO_ALWAYS_INLINE uint64_t cco_control64(__m128i v0, __m128i v1, __m128i v2, __m128i v3)
 {
-    uint64_t a = (unsigned)_mm_movemask_epi8(CCO_LT(v0, 0x20));
-    uint64_t b = (unsigned)_mm_movemask_epi8(CCO_LT(v1, 0x20));
-    uint64_t d = (unsigned)_mm_movemask_epi8(CCO_LT(v2, 0x20));
-    uint64_t e = (unsigned)_mm_movemask_epi8(CCO_LT(v3, 0x20));
-    return a | (b << 16) | (d << 32) | (e << 48);
+    return cco_mask64(CCO_LT(v0, 0x20), CCO_LT(v1, 0x20), CCO_LT(v2, 0x20), CCO_LT(v3, 0x20));
 }
 
 /* One 64-byte block at q (body offset base): its word of the map, or -1 for a control byte, an invalid escape or a
@@ -662,10 +661,11 @@ static CCO_ALWAYS_INLINE int cco_string_ends_body(const unsigned char *p, Py_ssi
     st.carry = 0;
     st.checked_to = 0;
     st.utf8_to = 0;
-    st.trailing = n;
-    while (st.trailing > 0 && (p[st.trailing - 1] == ' ' || p[st.trailing - 1] == '\n' || p[st.trailing - 1] == '\r'
-                               || p[st.trailing - 1] == '\t')) {
-        st.trailing--;
+    for (st.trailing = n; st.trailing > 0; st.trailing--) {
+        unsigned char c = p[st.trailing - 1];
+        if (c != ' ' && c != '\n' && c != '\r' && c != '\t') {
+            break;
+        }
     }
     utf8_prev = _mm_setzero_si128();
     utf8_high = 0;

@@ -9,8 +9,8 @@ Plain bodies (at most MAX_MEMBERS top-level members, each name unescaped ASCII a
 SDK sends) are scanned into a C array of member spans (`scan_members`, also the C interface of key_c.pxd that the
 compiled hit lane keys with, building no Python object per member). Their values are stepped over by jscan.h, in
 C: a string-end map is built for the whole body first (64 bytes per step), then the grammar is walked token by
-token with each string's end found in the map; a body with a control byte, a bad escape or bytes that are not
-UTF-8 anywhere skips each string's contents instead (scan.h, 16 bytes per step). UTF-8 is checked in the map's pass,
+token with each string's end found in the map; a body with a control byte (but in the whitespace it ends with), a
+bad escape or bytes that are not UTF-8 anywhere skips each string's contents instead (scan.h, 16 bytes per step). UTF-8 is checked in the map's pass,
 or by itself (cco_utf8_check) where no map was built. Any other body takes the general loop of `_scan_request`,
 which also words the errors.
 """
